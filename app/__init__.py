@@ -1,0 +1,52 @@
+"""fusink: receives fuagent change batches and keeps the rows in Redis."""
+
+import os
+
+from flask import Flask
+
+from . import auth, errors, logs, spec
+from .auth import Authenticator
+from .config import Settings
+from .jsonio import OrjsonProvider
+from .routes import fuagent, ops
+from .schemas import BatchSchema
+from .state import State
+from .store import Store
+
+
+def create_app(settings: Settings | None = None, redis=None) -> Flask:
+    """The fusink WSGI app; settings from the environment unless given.
+
+    `redis` is a client to use instead of connecting (tests pass fakeredis).
+    """
+    logs.configure()
+    settings = settings or Settings.from_env(os.environ)
+    app = Flask(__name__)
+    register_state(app, settings, redis)
+    logs.register(app)
+    errors.register(app)
+    auth.register(app)
+    fuagent.register(app)
+    app.register_blueprint(ops.bp)
+    register_spec(app)
+    return app
+
+
+def register_state(app: Flask, settings: Settings, redis) -> None:
+    """Settings, JSON provider, body limit, and the State the views read."""
+    app.json = OrjsonProvider(app)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_content_length
+    app.extensions["fusink"] = State(
+        settings=settings,
+        authenticator=Authenticator(settings),
+        batch_schema=BatchSchema(settings.row_key_fields, settings.max_batch_events),
+        store=Store(redis, settings) if redis is not None else None,
+    )
+
+
+def register_spec(app: Flask) -> None:
+    """Render the OpenAPI document once; write it to SPEC_FILE when that is set."""
+    state = app.extensions["fusink"]
+    state.spec_bytes = spec.render(app)
+    if state.settings.spec_file:
+        spec.write(state.settings.spec_file, state.spec_bytes)

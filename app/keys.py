@@ -1,0 +1,39 @@
+"""Redis key names: enc(), the stream tag, and every key fusink writes."""
+
+from urllib.parse import quote, unquote
+
+
+def enc(value: str) -> str:
+    """Percent-encode every byte outside A-Z a-z 0-9 . _ ~ - (uppercase hex)."""
+    return quote(value, safe="")
+
+
+def stream_tag(agent_id: str, task_id: str) -> str:
+    """`{enc(agent):enc(task)}`: a Redis Cluster hash tag, unique per stream."""
+    return "{" + enc(agent_id) + ":" + enc(task_id) + "}"
+
+
+def parse_stream_tag(tag: str) -> tuple[str, str]:
+    """The (agent_id, task_id) a stream tag was made from."""
+    agent, _, task = tag.strip("{}").partition(":")
+    return unquote(agent), unquote(task)
+
+
+def checkpoint_key(prefix: str, tag: str) -> str:
+    """Hash: index, updated_at, counters and snapshot state of one stream."""
+    return f"{prefix}:{tag}:checkpoint"
+
+
+def rows_key(prefix: str, tag: str) -> str:
+    """Hash: row key -> the row's latest event as compact JSON."""
+    return f"{prefix}:{tag}:rows"
+
+
+def row_meta_key(prefix: str, tag: str) -> str:
+    """Hash: row key -> "index:generation" of the stored row."""
+    return f"{prefix}:{tag}:rowmeta"
+
+
+def streams_key(prefix: str) -> str:
+    """Sorted set: every stream's tag, scored by its last update (ms)."""
+    return f"{prefix}:streams"

@@ -1,0 +1,113 @@
+-- Apply one batch atomically: ordered upsert of its rows, snapshot control, then
+-- checkpoint = max(stored, batch max). The checkpoint is written last, so a script
+-- stopped part-way (OOM) never leaves it ahead of the rows it covers.
+-- KEYS[1] checkpoint hash   KEYS[2] rows hash   KEYS[3] row-meta hash ("index:generation")
+-- ARGV[1] now_ms   ARGV[2] batch max index ('' if none)   ARGV[3] event count
+-- ARGV[4] snapshot suggested (0/1)   ARGV[5] SNAPSHOT_ON_SUGGEST (0/1)
+-- ARGV[6] is_snapshot_end (0/1)   ARGV[7] agent_id   ARGV[8] task_id
+-- ARGV[9..] row key, index ('' if none), json triples
+-- Returns {checkpoint ('' if none), snapshot_needed (0/1), rows written, rows skipped}
+
+-- Indexes are canonical decimal strings: Lua numbers are doubles and cannot tell
+-- 2^63-1 from 2^63-2, so compare by length, then lexically.
+local function at_least(a, b)
+  local la, lb = #a, #b
+  if la ~= lb then return la > lb end
+  return a >= b
+end
+
+local CHUNK = 1000  -- values per unpack; Redis refuses about 8,000
+
+local now, batch_max, count = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local state = redis.call('HMGET', KEYS[1], 'index', 'snapshot_state', 'snapshot_generation',
+  'prune_floor')
+local checkpoint = state[1] or ''
+local snapshot_state = state[2] or 'none'
+local generation = tonumber(state[3] or '0')
+local floor = state[4] or ''
+
+-- Snapshot control: an operator's request, or the agent's suggestion, starts a
+-- snapshot once; a suggestion while one runs is served by that one.
+local needed = 0
+if ARGV[4] == '1' then
+  redis.call('HSET', KEYS[1], 'snapshot_suggested_at', now)
+end
+if snapshot_state == 'requested'
+    or (ARGV[4] == '1' and ARGV[5] == '1' and snapshot_state ~= 'running') then
+  needed = 1
+  generation = generation + 1
+  snapshot_state = 'running'
+  redis.call('HSET', KEYS[1], 'snapshot_state', 'running', 'snapshot_generation', generation,
+    'snapshot_started_at', now, 'snapshot_started_index', checkpoint)
+end
+if ARGV[6] == '1' then
+  redis.call('HSET', KEYS[1], 'snapshot_end_at', now)
+  if snapshot_state == 'running' then
+    redis.call('HSET', KEYS[1], 'snapshot_state', 'completed', 'snapshot_completed_at', now)
+  end
+end
+
+-- Ordered upsert: one HMGET for every stored index, then variadic HSETs.
+local written, skipped = 0, 0
+if count > 0 then
+  local row_keys = {}
+  for i = 1, count do row_keys[i] = ARGV[6 + 3 * i] end
+  local stored = {}
+  for first = 1, count, CHUNK do
+    local last = math.min(first + CHUNK - 1, count)
+    local metas = redis.call('HMGET', KEYS[3], unpack(row_keys, first, last))
+    for i = first, last do stored[i] = metas[i - first + 1] end
+  end
+
+  local latest = {}  -- row key -> index as stored by this batch so far
+  local rows, metas = {}, {}
+  local gen_suffix = ':' .. generation
+  for i = 1, count do
+    local key, index = row_keys[i], ARGV[7 + 3 * i]
+    local current = latest[key]
+    if current == nil then
+      local meta = stored[i]
+      if meta then
+        current = string.sub(meta, 1, string.find(meta, ':', 1, true) - 1)
+      else
+        current = false
+      end
+    end
+    local apply
+    if index == '' then
+      apply = true
+      index = current or ''
+    elseif current == false then
+      -- An absent row at or below the prune floor was deleted by a snapshot.
+      apply = floor == '' or not at_least(floor, index)
+    else
+      apply = current == '' or at_least(index, current)
+    end
+    if apply then
+      latest[key] = index
+      rows[#rows + 1] = key
+      rows[#rows + 1] = ARGV[8 + 3 * i]
+      metas[#metas + 1] = key
+      metas[#metas + 1] = index .. gen_suffix
+      written = written + 1
+    else
+      skipped = skipped + 1
+    end
+  end
+  for first = 1, #rows, CHUNK do
+    local last = math.min(first + CHUNK - 1, #rows)
+    redis.call('HSET', KEYS[2], unpack(rows, first, last))
+    redis.call('HSET', KEYS[3], unpack(metas, first, last))
+  end
+end
+
+if batch_max ~= '' and (checkpoint == '' or not at_least(checkpoint, batch_max)) then
+  checkpoint = batch_max
+end
+if checkpoint ~= '' then
+  redis.call('HSET', KEYS[1], 'index', checkpoint)
+end
+redis.call('HSET', KEYS[1], 'updated_at', now, 'agent_id', ARGV[7], 'task_id', ARGV[8])
+redis.call('HINCRBY', KEYS[1], 'events', count)
+redis.call('HINCRBY', KEYS[1], 'batches', 1)
+return {checkpoint, needed, written, skipped}

@@ -1,0 +1,71 @@
+"""The two endpoints fuagent calls: ingest a batch, read a checkpoint."""
+
+from flask import Blueprint, Flask, g, request
+
+from .. import ingest, schemas
+from ..auth import require
+from ..errors import ApiError
+from ..spec import doc
+from ..state import get_settings, get_state, get_store
+from . import load_query
+
+ingest_result = schemas.IngestResultSchema()
+status_query = schemas.SyncStatusQuerySchema()
+sync_status = schemas.SyncStatusSchema()
+
+
+@doc(
+    "ingestBatch",
+    ["fuagent"],
+    body=schemas.BatchSchema,
+    response=schemas.IngestResultSchema,
+    errors=(400, 413, 415, 422, 503),
+)
+@require("ingest")
+def ingest_batch():
+    """Ingest one batch of change events.
+
+    Rows are upserted by row key in index order; the stream's checkpoint becomes
+    the highest index stored. The whole batch is applied, or none of it.
+    """
+    batch = get_state().batch_schema.load(request.get_json())
+    g.principal.check_agent(batch["agent_id"])
+    g.log_fields = {
+        "agent_id": batch["agent_id"],
+        "task_id": batch["task_id"],
+        "events": len(batch["events"]),
+    }
+    result = ingest.apply(batch, get_store(), get_settings())
+    return ingest_result.dump(result)
+
+
+@doc(
+    "getSyncStatus",
+    ["fuagent"],
+    query=schemas.SyncStatusQuerySchema,
+    response=schemas.SyncStatusSchema,
+    errors=(400, 404, 503),
+)
+@require("ingest", "read")
+def get_sync_status():
+    """Read a stream's checkpoint.
+
+    fuagent resumes after `index`; 404 means the stream has no checkpoint yet.
+    """
+    query = load_query(status_query)
+    g.principal.check_agent(query["agent_id"])
+    index = get_store().get_checkpoint(query["agent_id"], query["task_id"])
+    if index is None:
+        if get_settings().missing_checkpoint != "zero":
+            raise ApiError(404, "No checkpoint for this stream: start from the beginning.")
+        index = 0
+    return sync_status.dump({"index": index})
+
+
+def register(app: Flask) -> None:
+    """Mount the endpoints where INGEST_PATH and STATUS_PATH put them."""
+    settings = app.extensions["fusink"].settings
+    bp = Blueprint("fuagent", __name__)
+    bp.add_url_rule(settings.ingest_path, view_func=ingest_batch, methods=["POST"])
+    bp.add_url_rule(settings.status_path, view_func=get_sync_status, methods=["GET"])
+    app.register_blueprint(bp)

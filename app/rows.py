@@ -1,0 +1,33 @@
+"""Rows: row keys from ROW_KEY_FIELDS, compact JSON, canonical index strings."""
+
+import json
+
+import orjson
+
+MAX_INDEX = 2**63 - 1
+
+
+def encode(value) -> bytes:
+    """Compact JSON, non-ASCII kept as UTF-8; integers beyond 64 bits kept exact."""
+    try:
+        return orjson.dumps(value)
+    except TypeError:  # orjson refuses integers beyond 64 bits; json does not
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def row_key(event: dict, fields: tuple[str, ...]) -> str:
+    """One field: its value as a string; several: the compact JSON array of values."""
+    if len(fields) == 1:
+        value = event[fields[0]]
+        return value if isinstance(value, str) else str(value)
+    return encode([event[name] for name in fields]).decode()
+
+
+def is_valid_index(value) -> bool:
+    """An index is a JSON integer (not a float, not a boolean) in 0..2^63-1."""
+    return type(value) is int and 0 <= value <= MAX_INDEX
+
+
+def is_valid_key_value(value) -> bool:
+    """Row-key fields hold strings or integers: values with one textual form."""
+    return (isinstance(value, str) and value != "") or type(value) is int

@@ -1,0 +1,44 @@
+"""App state in app.extensions["fusink"], and accessors that read it back."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+from flask import current_app
+
+from . import connection
+from .auth import Authenticator
+from .config import Settings
+from .schemas import BatchSchema
+from .store import Store
+
+
+@dataclass
+class State:
+    settings: Settings
+    authenticator: Authenticator
+    batch_schema: BatchSchema
+    store: Store | None = None
+    spec_bytes: bytes = b""
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def get_store(self) -> Store:
+        """The Store, connecting on first use so that no process touches Redis early."""
+        if self.store is None:
+            with self._lock:
+                if self.store is None:
+                    self.store = Store(connection.connect(self.settings), self.settings)
+        return self.store
+
+
+def get_state() -> State:
+    return current_app.extensions["fusink"]
+
+
+def get_settings() -> Settings:
+    return get_state().settings
+
+
+def get_store() -> Store:
+    return get_state().get_store()

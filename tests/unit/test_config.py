@@ -1,0 +1,103 @@
+"""Settings.from_env: parsing, defaults, and errors that name each setting."""
+
+import pytest
+
+from app.config import ConfigError, Settings
+
+KEYS = {"API_KEYS": "k1"}
+
+
+def test_defaults_match_the_documented_table():
+    settings = Settings.from_env(KEYS)
+    assert settings.key_prefix == "fusink"
+    assert settings.row_key_fields == ("id",)
+    assert settings.max_batch_events == 10_000
+    assert settings.max_content_length == 16_777_216
+    assert settings.snapshot_on_suggest and settings.snapshot_prune
+    assert (settings.ingest_path, settings.status_path) == ("/ingest-batch", "/fuagent-sync-status")
+    assert settings.missing_checkpoint == "404"
+    assert settings.redis_url is None and settings.redis_cluster_url is None
+
+
+def test_values_are_parsed():
+    settings = Settings.from_env(
+        {
+            **KEYS,
+            "REDIS_URL": "redis://localhost:6379/2",
+            "ROW_KEY_FIELDS": "id, region",
+            "MAX_BATCH_EVENTS": "50",
+            "SNAPSHOT_PRUNE": "off",
+            "INGEST_PATH": "/v1/batch",
+            "MISSING_CHECKPOINT": "zero",
+        }
+    )
+    assert settings.redis_url == "redis://localhost:6379/2"
+    assert settings.row_key_fields == ("id", "region")
+    assert settings.max_batch_events == 50
+    assert settings.snapshot_prune is False
+    assert settings.ingest_path == "/v1/batch"
+    assert settings.missing_checkpoint == "zero"
+
+
+def test_plain_api_keys_get_every_scope():
+    (first, second) = Settings.from_env({"API_KEYS": "a,b"}).api_keys
+    assert (first.secret, second.secret) == ("a", "b")
+    assert first.scopes == {"ingest", "read", "admin"} and first.agents is None
+
+
+def test_json_api_keys_carry_scopes_and_agents():
+    raw = '[{"key": "x", "scopes": ["ingest"], "agents": ["agent-1"]}]'
+    (credential,) = Settings.from_env({"API_KEYS": raw}).api_keys
+    assert credential.scopes == {"ingest"} and credential.agents == {"agent-1"}
+
+
+def test_basic_users_in_both_forms():
+    plain = Settings.from_env({"BASIC_AUTH_USERS": "u:p:w,v:q"}).basic_auth_users
+    assert [c.secret for c in plain] == ["u:p:w", "v:q"]
+    raw = '[{"user": "u", "password": "p", "scopes": ["read"]}]'
+    (user,) = Settings.from_env({"BASIC_AUTH_USERS": raw}).basic_auth_users
+    assert user.secret == "u:p" and user.scopes == {"read"}
+
+
+def test_every_bad_setting_is_named_at_once():
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_env(
+            {
+                **KEYS,
+                "REDIS_URL": "http://x",
+                "MAX_BATCH_EVENTS": "lots",
+                "SNAPSHOT_PRUNE": "maybe",
+                "MISSING_CHECKPOINT": "0",
+                "API_KEYS": '[{"key": "k", "scopes": ["write"]}]',
+                "INGEST_PATH": "ingest",
+            }
+        )
+    assert set(raised.value.problems) == {
+        "REDIS_URL",
+        "MAX_BATCH_EVENTS",
+        "SNAPSHOT_PRUNE",
+        "MISSING_CHECKPOINT",
+        "API_KEYS",
+        "INGEST_PATH",
+    }
+    assert "MAX_BATCH_EVENTS" in str(raised.value)
+
+
+def test_no_credential_refuses_to_serve():
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_env({})
+    assert "API_KEYS" in raised.value.problems
+    assert Settings.from_env({"AUTH_DISABLED": "1"}).auth_disabled
+    assert Settings.from_env({}, serving=False).api_keys == ()
+
+
+def test_both_redis_urls_conflict():
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_env({**KEYS, "REDIS_URL": "redis://a", "REDIS_CLUSTER_URL": "redis://b"})
+    assert "REDIS_CLUSTER_URL" in raised.value.problems
+
+
+def test_same_path_for_both_endpoints_is_refused():
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_env({**KEYS, "STATUS_PATH": "/ingest-batch"})
+    assert "STATUS_PATH" in raised.value.problems

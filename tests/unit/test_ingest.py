@@ -1,0 +1,193 @@
+"""Ingest semantics on fakeredis running the real Lua script."""
+
+import json
+import random
+
+import pytest
+
+ROWS = "fusink:{agent-1:orders}:rows"
+CHECKPOINT = "fusink:{agent-1:orders}:checkpoint"
+MAX_INDEX = 2**63 - 1
+
+
+def stored_row(redis, key):
+    value = redis.hget(ROWS, key)
+    return None if value is None else json.loads(value)
+
+
+def test_batch_upserts_rows_and_sets_checkpoint(agent, redis):
+    answer = agent.send({"id": 101, "name": "Alice", "index": 5}, {"id": "b", "index": 7})
+    assert answer == {
+        "snapshot_needed": False,
+        "checkpoint": 7,
+        "rows_written": 2,
+        "rows_skipped": 0,
+    }
+    assert stored_row(redis, "101") == {"id": 101, "name": "Alice", "index": 5}
+    assert stored_row(redis, "b") == {"id": "b", "index": 7}
+    assert redis.hget(CHECKPOINT, "index") == "7"
+    assert redis.hget(CHECKPOINT, "events") == "2"
+    assert redis.hget(CHECKPOINT, "batches") == "1"
+    assert agent.status().get_json() == {"index": 7}
+
+
+def test_rows_are_stored_as_compact_json_with_non_ascii_kept(agent, redis):
+    agent.send({"id": 1, "name": "Zoë ☃", "tags": [], "n": None, "index": 1})
+    assert redis.hget(ROWS, "1") == '{"id":1,"name":"Zoë ☃","tags":[],"n":null,"index":1}'
+
+
+def test_integers_beyond_64_bits_are_stored_exactly(agent, redis):
+    row = '{"id":1,"big":123456789012345678901234567890,"index":3}'
+    body = '{"agent_id":"agent-1","task_id":"orders","events":[' + row + "]}"
+    response = agent.client.post(
+        "/ingest-batch", data=body, content_type="application/json", headers={"x-api-key": "k1"}
+    )
+    assert response.status_code == 200
+    assert redis.hget(ROWS, "1") == row
+
+
+def test_older_event_does_not_replace_newer_row(agent, redis):
+    agent.send({"id": 1, "v": "new", "index": 20})
+    answer = agent.send({"id": 1, "v": "old", "index": 10})
+    assert answer["rows_skipped"] == 1
+    assert stored_row(redis, "1")["v"] == "new"
+    assert redis.hget(CHECKPOINT, "index") == "20"
+
+
+def test_equal_index_replaces_row(agent, redis):
+    agent.send({"id": 1, "v": "a", "index": 20})
+    agent.send({"id": 1, "v": "b", "index": 20})
+    assert stored_row(redis, "1")["v"] == "b"
+
+
+def test_event_without_index_always_applies(agent, redis):
+    agent.send({"id": 1, "v": "indexed", "index": 20})
+    agent.send({"id": 1, "v": "plain"})
+    assert stored_row(redis, "1")["v"] == "plain"
+    agent.send({"id": 1, "v": "older", "index": 5})
+    assert stored_row(redis, "1")["v"] == "plain"
+
+
+def test_later_event_in_same_batch_wins(agent, redis):
+    agent.send({"id": 1, "v": "a", "index": 2}, {"id": 1, "v": "b", "index": 3})
+    assert stored_row(redis, "1")["v"] == "b"
+    agent.send({"id": 2, "v": "a", "index": 9}, {"id": 2, "v": "b", "index": 8})
+    assert stored_row(redis, "2")["v"] == "a"
+
+
+def test_indexes_near_two_to_the_63_compare_exactly(agent, redis):
+    agent.send({"id": 1, "v": "max", "index": MAX_INDEX})
+    agent.send({"id": 1, "v": "one less", "index": MAX_INDEX - 1})
+    assert stored_row(redis, "1")["v"] == "max"
+    assert redis.hget(CHECKPOINT, "index") == str(MAX_INDEX)
+    assert agent.status().get_json() == {"index": MAX_INDEX}
+
+
+def test_checkpoint_never_moves_backwards(agent, redis):
+    agent.send({"id": 1, "index": 100})
+    answer = agent.send({"id": 2, "index": 50})
+    assert answer["checkpoint"] == 100
+    assert redis.hget(CHECKPOINT, "index") == "100"
+    assert stored_row(redis, "2") == {"id": 2, "index": 50}
+
+
+def test_replayed_batch_changes_nothing_but_counters(agent, redis):
+    events = [{"id": i, "v": i, "index": 10 + i} for i in range(5)]
+    agent.send(*events)
+    rows_before = redis.hgetall(ROWS)
+    agent.send(*events)
+    assert redis.hgetall(ROWS) == rows_before
+    assert redis.hget(CHECKPOINT, "index") == "14"
+
+
+def test_out_of_order_batches_converge(make_agent, redis):
+    changes = [
+        {"id": random.Random(i).randrange(20), "v": i, "index": 1000 + i} for i in range(200)
+    ]
+    batches = [changes[i : i + 10] for i in range(0, 200, 10)]
+    results = []
+    for seed in (1, 2):
+        order = batches[:]
+        random.Random(seed).shuffle(order)
+        redis.flushall()
+        agent = make_agent()
+        for events in order:
+            agent.send(*events)
+        results.append((redis.hgetall(ROWS), redis.hget(CHECKPOINT, "index")))
+    latest = {}
+    for change in changes:
+        latest[str(change["id"])] = change
+    assert {k: json.loads(v) for k, v in results[0][0].items()} == latest
+    assert results[0] == results[1]
+    assert results[0][1] == "1199"
+
+
+def test_ten_thousand_event_batch_is_applied_whole(agent, redis):
+    events = [{"id": i, "index": i} for i in range(10_000)]
+    answer = agent.send(*events)
+    assert answer["rows_written"] == 10_000
+    assert redis.hlen(ROWS) == 10_000
+    assert redis.hget(CHECKPOINT, "index") == "9999"
+
+
+def test_composite_row_key_is_compact_json_array(make_agent, redis):
+    make_agent(row_key_fields=("id", "region")).send({"id": 7, "region": "eu", "index": 1})
+    assert redis.hkeys(ROWS) == ['[7,"eu"]']
+
+
+def test_empty_batch_without_index_leaves_no_checkpoint(agent):
+    agent.send()
+    assert agent.status().status_code == 404
+
+
+def test_missing_checkpoint_is_404_with_json_error(agent):
+    response = agent.status(task="unknown")
+    assert response.status_code == 404
+    assert response.get_json()["code"] == 404
+
+
+def test_missing_checkpoint_zero_answers_index_zero(make_agent):
+    response = make_agent(missing_checkpoint="zero").status(task="unknown")
+    assert (response.status_code, response.get_json()) == (200, {"index": 0})
+
+
+@pytest.mark.parametrize("missing", ["agent_id", "task_id"])
+def test_status_without_a_query_parameter_is_400(agent, missing):
+    query = {"agent_id": "a", "task_id": "t"}
+    del query[missing]
+    response = agent.client.get(
+        "/fuagent-sync-status", query_string=query, headers={"x-api-key": "k1"}
+    )
+    assert response.status_code == 400
+    assert missing in response.get_json()["errors"]
+
+
+def test_suggested_snapshot_is_answered_once_and_recorded(agent, redis):
+    first = agent.send({"id": 1, "index": 1}, snapshot_sync_suggested=True)
+    assert first["snapshot_needed"] is True
+    again = agent.send({"id": 2, "index": 2}, snapshot_sync_suggested=True)
+    assert again["snapshot_needed"] is False
+    assert redis.hget(CHECKPOINT, "snapshot_state") == "running"
+    assert redis.hget(CHECKPOINT, "snapshot_generation") == "1"
+    agent.send(is_snapshot_end=True)
+    assert redis.hget(CHECKPOINT, "snapshot_state") == "completed"
+    assert redis.hget(CHECKPOINT, "snapshot_end_at") is not None
+
+
+def test_suggestion_is_not_answered_when_snapshot_on_suggest_is_off(make_agent, redis):
+    answer = make_agent(snapshot_on_suggest=False).send(
+        {"id": 1, "index": 1}, snapshot_sync_suggested=True
+    )
+    assert answer["snapshot_needed"] is False
+    assert redis.hget(CHECKPOINT, "snapshot_suggested_at") is not None
+
+
+def test_stream_is_listed_in_the_global_index(agent, redis):
+    agent.send({"id": 1, "index": 1})
+    assert redis.zrange("fusink:streams", 0, -1) == ["{agent-1:orders}"]
+
+
+def test_odd_ids_are_percent_encoded_in_keys(agent, redis):
+    agent.send({"id": 1, "index": 4}, agent="a:{b}", task="t 100%/é")
+    assert redis.hget("fusink:{a%3A%7Bb%7D:t%20100%25%2F%C3%A9}:checkpoint", "index") == "4"
+    assert agent.status(agent="a:{b}", task="t 100%/é").get_json() == {"index": 4}
