@@ -28,6 +28,3 @@ def is_valid_index(value) -> bool:
     return type(value) is int and 0 <= value <= MAX_INDEX
 
 
-def is_valid_key_value(value) -> bool:
-    """Row-key fields hold strings or integers: values with one textual form."""
-    return (isinstance(value, str) and value != "") or type(value) is int

@@ -1,6 +1,6 @@
 """Every marshmallow schema: request bodies, query strings and responses."""
 
-from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 
 from . import rows
 
@@ -19,8 +19,7 @@ class StrictBoolean(fields.Boolean):
 class BatchEventSchema(Schema):
     """A raw source row; only `index` and the row-key fields have meaning to fusink.
 
-    Documentation only: events are checked in one pass by `BatchSchema`, which is
-    several times faster than a nested schema per event.
+    Documentation only: `EventListField` checks events in one pass.
     """
 
     class Meta:
@@ -37,6 +36,56 @@ class BatchEventSchema(Schema):
     )
 
 
+class EventListField(fields.List):
+    """Events, checked in one pass over the list: each is an object, its `index` an
+    integer in 0..2^63-1, its row-key fields strings or integers.
+
+    Several times faster per event than a nested schema or `List(Dict())`, which
+    matters at 10,000 events a batch.
+    """
+
+    row_key_fields: tuple[str, ...] = ("id",)
+    max_events: int = 10_000
+
+    def __init__(self, **kwargs):
+        super().__init__(fields.Dict(), **kwargs)
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, list):
+            raise self.make_error("invalid")
+        if len(value) > self.max_events:
+            raise ValidationError(f"At most {self.max_events} events per batch, got {len(value)}.")
+        problems = {}
+        for position, event in enumerate(value):
+            if type(event) is not dict:
+                problems[position] = ["Not a valid mapping type."]
+                continue
+            errors = _event_errors(event, self.row_key_fields)
+            if errors:
+                problems[position] = errors
+        if problems:
+            raise ValidationError(problems)
+        return value
+
+
+BAD_KEY = "Row-key field must be a non-empty string or an integer."
+
+
+def _event_errors(event: dict, row_key_fields: tuple[str, ...]) -> dict | None:
+    errors = None
+    index = event.get("index")
+    if (index is not None or "index" in event) and not rows.is_valid_index(index):
+        errors = {"index": [f"Not an integer in 0..{rows.MAX_INDEX}."]}
+    for name in row_key_fields:
+        value = event.get(name)
+        if type(value) is int or (type(value) is str and value):
+            continue
+        message = "Missing row-key field." if name not in event else BAD_KEY
+        errors = errors or {}
+        errors[name] = [message]
+    return errors
+
+
 class BatchSchema(Schema):
     """One batch of change events from fuagent."""
 
@@ -47,38 +96,15 @@ class BatchSchema(Schema):
     task_id = fields.String(**STREAM_ID)
     is_snapshot_end = StrictBoolean(load_default=False)
     snapshot_sync_suggested = StrictBoolean(load_default=False)
-    events = fields.List(
-        fields.Dict(),
+    events = EventListField(
         load_default=list,
         metadata={"items": {"$ref": "#/components/schemas/BatchEvent"}},
     )
 
     def __init__(self, row_key_fields=("id",), max_events=10_000, **kwargs):
         super().__init__(**kwargs)
-        self.row_key_fields = row_key_fields
-        self.max_events = max_events
-
-    @validates("events")
-    def validate_events(self, events, **kwargs):
-        """Check each event's index and row-key fields, naming its position."""
-        if len(events) > self.max_events:
-            raise ValidationError(f"At most {self.max_events} events per batch, got {len(events)}.")
-        problems = {}
-        for position, event in enumerate(events):
-            if not isinstance(event, dict):
-                continue  # fields.Dict has already reported it
-            errors = {}
-            if "index" in event and not rows.is_valid_index(event["index"]):
-                errors["index"] = [f"Not an integer in 0..{rows.MAX_INDEX}."]
-            for name in self.row_key_fields:
-                if name not in event:
-                    errors[name] = ["Missing row-key field."]
-                elif not rows.is_valid_key_value(event[name]):
-                    errors[name] = ["Row-key field must be a non-empty string or an integer."]
-            if errors:
-                problems[position] = errors
-        if problems:
-            raise ValidationError(problems)
+        events = self.fields["events"]
+        events.row_key_fields, events.max_events = row_key_fields, max_events
 
 
 class IngestResultSchema(Schema):
