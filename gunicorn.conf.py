@@ -1,9 +1,18 @@
 """gunicorn settings: bind and workers from $PORT and $WEB_CONCURRENCY, JSON logs."""
 
 import os
+import shutil
+import tempfile
 
-from app import embedded
-from app.config import Settings
+# prometheus_client chooses multiprocess mode when it is first imported, which is
+# when the master preloads the app, after this file has run (so nothing above
+# imports app). Each run gets a fresh directory for the workers' metric files,
+# unless PROMETHEUS_MULTIPROC_DIR names one.
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="fusink-metrics-")
+    # Read back by on_exit; a USR2 re-exec starts from the original environment.
+    os.environ["FUSINK_METRICS_DIR_OWNER"] = str(os.getpid())
+os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
@@ -41,6 +50,22 @@ logconfig_dict = {
 
 def on_starting(server):
     """Start the embedded Redis in the master, so every worker shares one."""
+    from app import embedded
+    from app.config import Settings
+
     settings = Settings.from_env(os.environ, serving=False)
     if not settings.redis_url and not settings.redis_cluster_url:
         embedded.ensure_server(settings.embedded_redis_dir)
+
+
+def child_exit(server, worker):
+    """Let /metrics drop the live values of a worker that has exited."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    """Remove the metrics directory this run created."""
+    if os.environ.get("FUSINK_METRICS_DIR_OWNER") == str(os.getpid()):
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)

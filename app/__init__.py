@@ -4,11 +4,11 @@ import os
 
 from flask import Flask
 
-from . import auth, errors, logs, spec
+from . import auth, errors, logs, metrics, spec
 from .auth import Authenticator
 from .config import Settings
 from .jsonio import OrjsonProvider
-from .routes import fuagent, ops
+from .routes import fuagent, ops, streams
 from .schemas import BatchSchema
 from .state import State
 from .store import Store
@@ -24,9 +24,11 @@ def create_app(settings: Settings | None = None, redis=None) -> Flask:
     app = Flask(__name__)
     register_state(app, settings, redis)
     logs.register(app)
+    metrics.register(app)
     errors.register(app)
     auth.register(app)
     fuagent.register(app)
+    streams.register(app)
     app.register_blueprint(ops.bp)
     register_spec(app)
     return app

@@ -35,6 +35,9 @@ class Settings:
     redis_url: str | None = None
     redis_cluster_url: str | None = None
     redis_timeout: float = 5.0
+    wait_replicas: int = 0  # 0: don't wait for replicas
+    wait_timeout_ms: int = 1000
+    memory_high_watermark: float = 0.9  # fraction of maxmemory; 0: no check
     embedded_redis_dir: str = "fusink-data"
     key_prefix: str = "fusink"
     api_keys: tuple[Credential, ...] = ()
@@ -50,6 +53,7 @@ class Settings:
     public_url: str = "/"
     missing_checkpoint: str = "404"
     spec_file: str | None = None
+    metrics_token: str | None = None  # None: /metrics is public
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], *, serving: bool = True) -> Settings:
@@ -68,6 +72,11 @@ class Settings:
                 problems[name.upper()] = str(exc)
         if values.get("redis_url") and values.get("redis_cluster_url"):
             problems["REDIS_CLUSTER_URL"] = "set either REDIS_URL or REDIS_CLUSTER_URL"
+        wait_timeout_s = values.get("wait_timeout_ms", cls.wait_timeout_ms) / 1000
+        if values.get("wait_replicas") and wait_timeout_s >= values.get(
+            "redis_timeout", cls.redis_timeout
+        ):
+            problems["WAIT_TIMEOUT_MS"] = "must be below REDIS_TIMEOUT (in ms)"
         if values.get("ingest_path", "/ingest-batch") == values.get(
             "status_path", "/fuagent-sync-status"
         ):
@@ -113,6 +122,26 @@ def _positive_float(raw: str) -> float:
     return value
 
 
+def _whole_number(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"expected a whole number, got {raw!r}") from None
+    if value < 0:
+        raise ValueError(f"must be at least 0, got {value}")
+    return value
+
+
+def _fraction(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"expected a fraction such as 0.9, got {raw!r}") from None
+    if not 0 <= value <= 1:
+        raise ValueError(f"must be between 0 and 1 (0 turns the check off), got {raw!r}")
+    return value
+
+
 def _redis_url(*schemes: str) -> Callable[[str], str]:
     def coerce(raw: str) -> str:
         parts = urlsplit(raw)
@@ -141,6 +170,12 @@ def _row_key_fields(raw: str) -> tuple[str, ...]:
 def _key_prefix(raw: str) -> str:
     if re.search(r"[\s{}]", raw):
         raise ValueError("must not contain spaces or braces (they would break hash tags)")
+    return raw
+
+
+def _metrics_token(raw: str) -> str:
+    if not re.fullmatch(r"[\x21-\x7e]+", raw):
+        raise ValueError("must be printable ASCII without spaces (it is sent as a Bearer token)")
     return raw
 
 
@@ -222,6 +257,9 @@ _COERCERS: dict[str, Callable[[str], object]] = {
     "redis_url": _redis_url("redis", "rediss", "unix"),
     "redis_cluster_url": _redis_url("redis", "rediss"),
     "redis_timeout": _positive_float,
+    "wait_replicas": _whole_number,
+    "wait_timeout_ms": _positive_int,
+    "memory_high_watermark": _fraction,
     "embedded_redis_dir": str,
     "key_prefix": _key_prefix,
     "api_keys": _credentials("key"),
@@ -237,4 +275,5 @@ _COERCERS: dict[str, Callable[[str], object]] = {
     "public_url": str,
     "missing_checkpoint": _missing_checkpoint,
     "spec_file": str,
+    "metrics_token": _metrics_token,
 }

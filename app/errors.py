@@ -80,5 +80,5 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def unexpected_error(exc: Exception):
-        log.exception("unhandled error")
+        log.exception("unhandled error", extra={"request_id": g.get("request_id")})
         return error_response(500, "Internal error; quote the request id when reporting it.")

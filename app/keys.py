@@ -34,6 +34,11 @@ def row_meta_key(prefix: str, tag: str) -> str:
     return f"{prefix}:{tag}:rowmeta"
 
 
+def prune_lock_key(prefix: str, tag: str) -> str:
+    """String: the token of the process stepping the stream's prune (a lease, PX)."""
+    return f"{prefix}:{tag}:prune-lock"
+
+
 def streams_key(prefix: str) -> str:
     """Sorted set: every stream's tag, scored by its last update (ms)."""
     return f"{prefix}:streams"

@@ -24,6 +24,7 @@ class JsonFormatter(logging.Formatter):
             "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
+            "pid": record.process,  # tells gunicorn's workers and master apart
             "message": record.getMessage(),
         }
         entry.update((k, v) for k, v in vars(record).items() if k not in _STANDARD)

@@ -26,5 +26,3 @@ def row_key(event: dict, fields: tuple[str, ...]) -> str:
 def is_valid_index(value) -> bool:
     """An index is a JSON integer (not a float, not a boolean) in 0..2^63-1."""
     return type(value) is int and 0 <= value <= MAX_INDEX
-
-

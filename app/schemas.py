@@ -1,8 +1,8 @@
 """Every marshmallow schema: request bodies, query strings and responses."""
 
-from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
+from marshmallow import EXCLUDE, INCLUDE, Schema, ValidationError, fields, pre_dump, validate
 
-from . import rows
+from . import keys, rows
 
 STREAM_ID = {"required": True, "validate": validate.Length(min=1, max=256)}
 
@@ -158,3 +158,148 @@ class HealthSchema(Schema):
     """Liveness or readiness."""
 
     status = fields.String(required=True, metadata={"example": "ok"})
+
+
+MS = {"format": "int64", "description": "Milliseconds since the epoch."}
+INDEX = {"format": "int64", "minimum": 0}
+
+
+class StreamListQuerySchema(Schema):
+    """Which page of streams to list."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    limit = fields.Integer(
+        load_default=100, validate=validate.Range(1, 1000), metadata={"example": 100}
+    )
+    cursor = fields.String(metadata={"description": "`next_cursor` of the previous page."})
+
+
+class RowListQuerySchema(StreamListQuerySchema):
+    """Which page of a stream's rows to list."""
+
+
+class StreamSnapshotSchema(Schema):
+    """A stream's snapshot state, read from its checkpoint hash."""
+
+    state = fields.String(
+        attribute="snapshot_state",
+        dump_default="none",
+        metadata={
+            "enum": ["none", "requested", "running", "pruning", "completed"],
+            "description": "pruning: the snapshot ended and rows it did not send are "
+            "being deleted.",
+        },
+    )
+    generation = fields.Integer(
+        attribute="snapshot_generation",
+        dump_default=0,
+        metadata={"description": "Grows by one with each snapshot started."},
+    )
+    requested_at = fields.Integer(attribute="snapshot_requested_at", metadata=MS)
+    suggested_at = fields.Integer(attribute="snapshot_suggested_at", metadata=MS)
+    started_at = fields.Integer(attribute="snapshot_started_at", metadata=MS)
+    started_index = fields.Integer(
+        attribute="snapshot_started_index",
+        metadata={**INDEX, "description": "The checkpoint when the snapshot began."},
+    )
+    end_at = fields.Integer(
+        attribute="snapshot_end_at",
+        metadata={**MS, "description": "The last is_snapshot_end batch (ms since the epoch)."},
+    )
+    completed_at = fields.Integer(attribute="snapshot_completed_at", metadata=MS)
+    rows_seen = fields.Integer(
+        attribute="snapshot_rows_seen", metadata={"description": "Rows left after its prune."}
+    )
+    rows_pruned = fields.Integer(
+        attribute="snapshot_rows_pruned", metadata={"description": "Rows its prune deleted."}
+    )
+    prune_deleted = fields.Integer(
+        metadata={"description": "Rows deleted so far by the prune under way."}
+    )
+    prune_floor = fields.Integer(
+        metadata={
+            **INDEX,
+            "description": "An event for an absent row at or below this index is a "
+            "pre-snapshot image of a pruned row and is left out.",
+        }
+    )
+    deferred = fields.Boolean(
+        attribute="snapshot_deferred",
+        dump_default=False,
+        metadata={"description": "A snapshot was asked for during the prune; it follows it."},
+    )
+
+
+class StreamSchema(Schema):
+    """One stream: its checkpoint, counters, last update and snapshot state."""
+
+    agent_id = fields.String(required=True)
+    task_id = fields.String(required=True)
+    tag = fields.String(
+        required=True,
+        metadata={"description": "The Redis Cluster hash tag in each of its key names."},
+    )
+    checkpoint = fields.Integer(
+        attribute="index", allow_none=True, dump_default=None, metadata=INDEX
+    )
+    updated_at = fields.Integer(metadata=MS)
+    events = fields.Integer(dump_default=0)
+    batches = fields.Integer(dump_default=0)
+    rows = fields.Integer(dump_default=0, metadata={"description": "Rows stored."})
+    snapshot = fields.Nested(StreamSnapshotSchema, required=True)
+
+    @pre_dump
+    def from_checkpoint_hash(self, stream: dict, **kwargs) -> dict:
+        """Store.get_stream()'s flat hash -> this shape; the ids come from the tag."""
+        # An empty field (snapshot_started_index of a stream without a checkpoint) is unset.
+        stream = {name: value for name, value in stream.items() if value != ""}
+        agent_id, task_id = keys.parse_stream_tag(stream["tag"])
+        snapshot = {**stream, "snapshot_deferred": "snapshot_deferred" in stream}
+        return {**stream, "agent_id": agent_id, "task_id": task_id, "snapshot": snapshot}
+
+
+class StreamPageSchema(Schema):
+    """A page of streams, most recently updated first."""
+
+    streams = fields.List(fields.Nested(StreamSchema), required=True)
+    next_cursor = fields.String(
+        allow_none=True,
+        required=True,
+        metadata={"description": "Pass as `cursor` for the next page; null on the last."},
+    )
+
+
+class RowSchema(Schema):
+    """A row as stored: the latest event for its row key, verbatim."""
+
+    class Meta:
+        unknown = INCLUDE
+
+
+class RowEntrySchema(Schema):
+    """One row of a stream, with its key and index."""
+
+    key = fields.String(required=True)
+    index = fields.Integer(allow_none=True, required=True, metadata=INDEX)
+    row = fields.Nested(RowSchema, required=True)
+
+
+class RowPageSchema(Schema):
+    """A page of a stream's rows, in Redis HSCAN order."""
+
+    rows = fields.List(fields.Nested(RowEntrySchema), required=True)
+    next_cursor = fields.String(
+        allow_none=True,
+        required=True,
+        metadata={"description": "Pass as `cursor` for the next page; null on the last."},
+    )
+
+
+class DroppedStreamSchema(Schema):
+    """What deleting a stream removed."""
+
+    agent_id = fields.String(required=True)
+    task_id = fields.String(required=True)
+    rows_deleted = fields.Integer(required=True)

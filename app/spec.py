@@ -30,6 +30,10 @@ ERROR_DESCRIPTIONS = {
     422: "Invalid batch; `errors` names each bad field by path.",
     503: "Redis is unavailable; retry after `Retry-After` seconds.",
 }
+ROW_KEY_FIELD = {
+    "oneOf": [{"type": "string", "minLength": 1}, {"type": "integer"}],
+    "description": "A row-key field (ROW_KEY_FIELDS): a non-empty string or an integer.",
+}
 SCHEMAS = (
     schemas.BatchEventSchema,
     schemas.BatchSchema,
@@ -37,6 +41,13 @@ SCHEMAS = (
     schemas.SyncStatusSchema,
     schemas.ApiErrorSchema,
     schemas.HealthSchema,
+    schemas.StreamSnapshotSchema,
+    schemas.StreamSchema,
+    schemas.StreamPageSchema,
+    schemas.RowSchema,
+    schemas.RowEntrySchema,
+    schemas.RowPageSchema,
+    schemas.DroppedStreamSchema,
 )
 
 
@@ -80,6 +91,13 @@ def build(app: Flask) -> dict:
         spec.components.security_scheme(name, scheme)
     for schema in SCHEMAS:
         spec.components.schema(_schema_name(schema), schema=schema)
+    # ROW_KEY_FIELDS and MAX_BATCH_EVENTS are settings: the batch schema learns them here.
+    event = spec.components.schemas[_schema_name(schemas.BatchEventSchema)]
+    event["required"] = list(settings.row_key_fields)
+    event["properties"].update(dict.fromkeys(settings.row_key_fields, ROW_KEY_FIELD))
+    events = spec.components.schemas[_schema_name(schemas.BatchSchema)]["properties"]["events"]
+    events["items"] = {"$ref": f"#/components/schemas/{_schema_name(schemas.BatchEventSchema)}"}
+    events["maxItems"] = settings.max_batch_events
     for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
         view = app.view_functions[rule.endpoint]
         if not hasattr(view, "openapi"):
@@ -137,7 +155,8 @@ def _operation(view, rule) -> dict:
         operation["security"] = []
     parameters = [
         {"in": "path", "name": name, "required": True, "schema": {"type": "string"}}
-        for name in rule.arguments
+        # rule.arguments is a set: take the names in path order, so the file is stable.
+        for name in re.findall(r"<(?:[^:>]+:)?([^>]+)>", rule.rule)
     ]
     if meta["query"]:
         parameters.append({"in": "query", "schema": meta["query"]})

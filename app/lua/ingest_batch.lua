@@ -4,9 +4,10 @@
 -- KEYS[1] checkpoint hash   KEYS[2] rows hash   KEYS[3] row-meta hash ("index:generation")
 -- ARGV[1] now_ms   ARGV[2] batch max index ('' if none)   ARGV[3] event count
 -- ARGV[4] snapshot suggested (0/1)   ARGV[5] SNAPSHOT_ON_SUGGEST (0/1)
--- ARGV[6] is_snapshot_end (0/1)   ARGV[7] agent_id   ARGV[8] task_id
--- ARGV[9..] row key, index ('' if none), json triples
--- Returns {checkpoint ('' if none), snapshot_needed (0/1), rows written, rows skipped}
+-- ARGV[6] is_snapshot_end: 0, 1 (end; complete the snapshot), 2 (end; SNAPSHOT_PRUNE: prune)
+-- ARGV[7] agent_id   ARGV[8] task_id   ARGV[9..] row key, index ('' if none), json triples
+-- Returns {checkpoint ('' if none), snapshot_needed (0/1), rows written, rows skipped,
+--   snapshot state after the batch ('pruning': prune_step.lua has work to do)}
 
 -- Indexes are canonical decimal strings: Lua numbers are doubles and cannot tell
 -- 2^63-1 from 2^63-2, so compare by length, then lexically.
@@ -20,19 +21,25 @@ local CHUNK = 1000  -- values per unpack; Redis refuses about 8,000
 
 local now, batch_max, count = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local state = redis.call('HMGET', KEYS[1], 'index', 'snapshot_state', 'snapshot_generation',
-  'prune_floor')
+  'prune_floor', 'snapshot_started_index')
 local checkpoint = state[1] or ''
 local snapshot_state = state[2] or 'none'
 local generation = tonumber(state[3] or '0')
 local floor = state[4] or ''
 
 -- Snapshot control: an operator's request, or the agent's suggestion, starts a
--- snapshot once; a suggestion while one runs is served by that one.
+-- snapshot once; a suggestion while one runs is served by that one. While the last
+-- snapshot's prune runs, a new one is deferred (prune_step.lua requests it when it
+-- finishes): its generation would otherwise change under the prune.
 local needed = 0
 if ARGV[4] == '1' then
   redis.call('HSET', KEYS[1], 'snapshot_suggested_at', now)
 end
-if snapshot_state == 'requested'
+if snapshot_state == 'pruning' then
+  if ARGV[4] == '1' and ARGV[5] == '1' then
+    redis.call('HSET', KEYS[1], 'snapshot_deferred', now)
+  end
+elseif snapshot_state == 'requested'
     or (ARGV[4] == '1' and ARGV[5] == '1' and snapshot_state ~= 'running') then
   needed = 1
   generation = generation + 1
@@ -40,9 +47,21 @@ if snapshot_state == 'requested'
   redis.call('HSET', KEYS[1], 'snapshot_state', 'running', 'snapshot_generation', generation,
     'snapshot_started_at', now, 'snapshot_started_index', checkpoint)
 end
-if ARGV[6] == '1' then
+if ARGV[6] ~= '0' then
   redis.call('HSET', KEYS[1], 'snapshot_end_at', now)
-  if snapshot_state == 'running' then
+  if snapshot_state == 'running' and ARGV[6] == '2' then
+    -- Rows older than this generation were not sent by the snapshot: prune_step.lua
+    -- deletes them. From now on an absent row's event at or below the checkpoint the
+    -- snapshot began at is a pre-snapshot image (the floor is the only tombstone).
+    snapshot_state = 'pruning'
+    redis.call('HSET', KEYS[1], 'snapshot_state', 'pruning', 'prune_generation', generation,
+      'prune_cursor', '0', 'prune_deleted', '0')
+    local started = state[5] or ''
+    if started ~= '' and (floor == '' or not at_least(floor, started)) then
+      redis.call('HSET', KEYS[1], 'prune_floor', started)
+    end
+  elseif snapshot_state == 'running' then
+    snapshot_state = 'completed'
     redis.call('HSET', KEYS[1], 'snapshot_state', 'completed', 'snapshot_completed_at', now)
   end
 end
@@ -110,4 +129,4 @@ end
 redis.call('HSET', KEYS[1], 'updated_at', now, 'agent_id', ARGV[7], 'task_id', ARGV[8])
 redis.call('HINCRBY', KEYS[1], 'events', count)
 redis.call('HINCRBY', KEYS[1], 'batches', 1)
-return {checkpoint, needed, written, skipped}
+return {checkpoint, needed, written, skipped, snapshot_state}

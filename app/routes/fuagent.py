@@ -2,7 +2,7 @@
 
 from flask import Blueprint, Flask, g, request
 
-from .. import ingest, schemas
+from .. import ingest, metrics, schemas, snapshots
 from ..auth import require
 from ..errors import ApiError
 from ..spec import doc
@@ -36,6 +36,17 @@ def ingest_batch():
         "events": len(batch["events"]),
     }
     result = ingest.apply(batch, get_store(), get_settings())
+    if result.snapshot_state == "pruning":
+        # The end of a snapshot prunes for a bounded time here; other batches take one
+        # step, so a prune left by a dead process resumes.
+        budget = snapshots.PRUNE_REQUEST_BUDGET_S if batch["is_snapshot_end"] else 0
+        snapshots.continue_prune(get_store(), batch["agent_id"], batch["task_id"], budget)
+    metrics.batch_applied(len(batch["events"]), result, batch["is_snapshot_end"])
+    g.log_fields.update(
+        rows_written=result.rows_written,
+        rows_skipped=result.rows_skipped,
+        snapshot_needed=result.snapshot_needed,
+    )
     return ingest_result.dump(result)
 
 
@@ -54,6 +65,7 @@ def get_sync_status():
     """
     query = load_query(status_query)
     g.principal.check_agent(query["agent_id"])
+    snapshots.continue_prune(get_store(), query["agent_id"], query["task_id"], budget_s=0)
     index = get_store().get_checkpoint(query["agent_id"], query["task_id"])
     if index is None:
         if get_settings().missing_checkpoint != "zero":

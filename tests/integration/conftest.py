@@ -1,6 +1,8 @@
 """Integration fixtures: a real redis-server, gunicorn serving the app, fuagent-sim."""
 
+import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -40,6 +42,14 @@ APP_SETTINGS = (
     "PUBLIC_URL",
     "MISSING_CHECKPOINT",
     "SPEC_FILE",
+    "REDIS_TIMEOUT",
+    "EMBEDDED_REDIS_DIR",
+    "WAIT_REPLICAS",
+    "WAIT_TIMEOUT_MS",
+    "MEMORY_HIGH_WATERMARK",
+    "METRICS_TOKEN",
+    "PROMETHEUS_MULTIPROC_DIR",
+    "FUSINK_METRICS_DIR_OWNER",
     "GUNICORN_CMD_ARGS",
     "GUNICORN_THREADS",
 )
@@ -157,6 +167,130 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
         stop_process(process, 10)
 
 
+def spawn_redis(data_dir: Path, port: int, *extra: str) -> RedisServer:
+    """Start redis-server on port, data in data_dir, extra arguments last; wait for PING."""
+    log_path = data_dir / f"redis-{port}.log"
+    command = [
+        redis_binary(),
+        *("--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir)),
+        *("--save", "", "--appendonly", "no"),
+        *extra,
+    ]
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_for_redis(port, process, log_path)
+    except BaseException:
+        stop_process(process, 10)
+        raise
+    return RedisServer(f"redis://127.0.0.1:{port}/0", port, process)
+
+
+def stop_redis(server: RedisServer, *, kill: bool = False) -> None:
+    """Stop a redis-server, also one frozen by SIGSTOP."""
+    if server.process.poll() is None:
+        server.process.send_signal(signal.SIGKILL if kill else signal.SIGCONT)
+    stop_process(server.process, 10)
+
+
+@pytest.fixture
+def redis_factory(tmp_path: Path) -> Iterator[Callable[..., RedisServer]]:
+    """Return start(*args, port=None, data_dir=None): a redis-server for this test only.
+
+    Pass the port and data_dir of a stopped server to restart it with its data.
+    """
+    started: list[RedisServer] = []
+
+    def start(*extra: str, port: int | None = None, data_dir: Path | None = None) -> RedisServer:
+        server = spawn_redis(data_dir or tmp_path, port or free_port(), *extra)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        stop_redis(server)
+
+
+class ClusterServers(NamedTuple):
+    """A Redis Cluster of masters only, started for the test session."""
+
+    url: str  # one seed node
+    servers: list[RedisServer]
+
+
+def free_cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000) is free as well."""
+    for port in random.sample(range(20000, 30000), 500):
+        try:
+            for candidate in (port, port + 10000):
+                with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                    sock.bind(("127.0.0.1", candidate))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port pair for a Redis Cluster node")
+
+
+def wait_for_cluster(servers: list[RedisServer], timeout: float = 30) -> None:
+    """Block until every node reports cluster_state:ok and knows every other node."""
+    deadline = time.monotonic() + timeout
+    clients = [redis.Redis("127.0.0.1", s.port, decode_responses=True) for s in servers]
+    try:
+        while True:
+            infos = [client.cluster("INFO") for client in clients]
+            if all(
+                info["cluster_state"] == "ok" and int(info["cluster_known_nodes"]) == len(servers)
+                for info in infos
+            ):
+                return
+            if time.monotonic() > deadline:
+                pytest.fail(f"Redis Cluster did not reach cluster_state:ok: {infos}")
+            time.sleep(0.1)
+    finally:
+        for client in clients:
+            client.close()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterServers]:
+    """Run a 3-master Redis Cluster (no replicas) for the whole session."""
+    data_dir = tmp_path_factory.mktemp("redis-cluster")
+    servers: list[RedisServer] = []
+    try:
+        for _ in range(3):
+            port = free_cluster_port()
+            conf = data_dir / f"nodes-{port}.conf"
+            servers.append(
+                spawn_redis(
+                    data_dir, port, "--cluster-enabled", "yes", "--cluster-config-file", str(conf)
+                )
+            )
+        # What `redis-cli --cluster create --cluster-replicas 0` does: split the
+        # 16384 slots into contiguous ranges, one per master, then introduce them.
+        bounds = [16384 * n // len(servers) for n in range(len(servers) + 1)]
+        for n, server in enumerate(servers):
+            with redis.Redis("127.0.0.1", server.port) as client:
+                client.execute_command("CLUSTER SET-CONFIG-EPOCH", n + 1)
+                client.execute_command("CLUSTER ADDSLOTS", *range(bounds[n], bounds[n + 1]))
+        with redis.Redis("127.0.0.1", servers[0].port) as client:
+            for server in servers[1:]:
+                client.execute_command("CLUSTER MEET", "127.0.0.1", server.port)
+        wait_for_cluster(servers)
+        yield ClusterServers(f"redis://127.0.0.1:{servers[0].port}", servers)
+    finally:
+        for server in servers:
+            stop_redis(server)
+
+
+@pytest.fixture
+def cluster_url(redis_cluster: ClusterServers) -> str:
+    """Return the session cluster's seed URL after emptying every master."""
+    for server in redis_cluster.servers:
+        with redis.Redis("127.0.0.1", server.port) as client:
+            client.flushall()
+    return redis_cluster.url
+
+
 @pytest.fixture
 def redis_url(redis_server: RedisServer) -> str:
     """Return the session server's URL after emptying it for this test."""
@@ -200,6 +334,41 @@ def http_status(url: str) -> int | None:
         return exc.code
     except (urllib.error.URLError, OSError):
         return None
+
+
+class Reply(NamedTuple):
+    """An HTTP answer: status, JSON body (None if not JSON), headers."""
+
+    status: int
+    body: object
+    headers: dict[str, str]
+
+
+def call(
+    method: str,
+    url: str,
+    body: object = None,
+    *,
+    api_key: str | None = "k1",
+    timeout: float = 30,
+) -> Reply:
+    """Send one request with an optional JSON body; return the answer, errors included."""
+    data = None if body is None else json.dumps(body).encode()
+    headers = {"Content-Type": "application/json"} if data is not None else {}
+    if api_key:
+        headers["x-api-key"] = api_key
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)
+    try:
+        response = urllib.request.urlopen(request, timeout=timeout)
+    except urllib.error.HTTPError as exc:
+        response = exc
+    with response:
+        raw = response.read()
+        try:
+            parsed = json.loads(raw) if raw else None
+        except ValueError:
+            parsed = None
+        return Reply(response.status, parsed, dict(response.headers))
 
 
 def excerpt(text: str, first: int = 60, last: int = 100) -> str:
@@ -316,3 +485,11 @@ def assert_sim_passed(proc: subprocess.CompletedProcess, server: Server | None =
     if server is not None:
         message += f"--- server log (tail)\n{tail(server.log_text())}"
     pytest.fail(message, pytrace=False)
+
+
+@pytest.fixture(name="redis")
+def redis_client(redis_url):
+    """Integration tests that use the unit tests' `redis` fixture get a real server."""
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    yield client
+    client.close()

@@ -101,3 +101,38 @@ def test_same_path_for_both_endpoints_is_refused():
     with pytest.raises(ConfigError) as raised:
         Settings.from_env({**KEYS, "STATUS_PATH": "/ingest-batch"})
     assert "STATUS_PATH" in raised.value.problems
+
+
+def test_durability_and_backpressure_settings():
+    defaults = Settings.from_env(KEYS)
+    assert (defaults.wait_replicas, defaults.wait_timeout_ms) == (0, 1000)
+    assert defaults.memory_high_watermark == 0.9
+    settings = Settings.from_env(
+        {**KEYS, "WAIT_REPLICAS": "2", "WAIT_TIMEOUT_MS": "250", "MEMORY_HIGH_WATERMARK": "0"}
+    )
+    assert (settings.wait_replicas, settings.wait_timeout_ms) == (2, 250)
+    assert settings.memory_high_watermark == 0
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"WAIT_REPLICAS": "-1"},
+        {"WAIT_REPLICAS": "one"},
+        {"WAIT_TIMEOUT_MS": "0"},
+        {"MEMORY_HIGH_WATERMARK": "1.5"},
+        {"MEMORY_HIGH_WATERMARK": "90%"},
+    ],
+)
+def test_bad_durability_settings_are_named(env):
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_env({**KEYS, **env})
+    assert set(raised.value.problems) == set(env)
+
+
+def test_wait_timeout_must_fit_in_the_redis_timeout():
+    env = {**KEYS, "WAIT_REPLICAS": "1", "REDIS_TIMEOUT": "1", "WAIT_TIMEOUT_MS": "1000"}
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_env(env)
+    assert set(raised.value.problems) == {"WAIT_TIMEOUT_MS"}
+    assert Settings.from_env({**env, "WAIT_TIMEOUT_MS": "500"}).wait_timeout_ms == 500

@@ -1,0 +1,57 @@
+-- One bounded step of a snapshot's prune: HSCAN the row-meta hash from the stored
+-- cursor and delete every row written before the pruned snapshot began (generation
+-- below prune_generation). Rows written since carry that generation, so realtime
+-- writes during the prune survive it. Progress lives in the checkpoint hash, so any
+-- process can resume a prune another one left; the lease in KEYS[4] lets only one
+-- runner step at a time. The step that brings the cursor back to 0 completes it.
+-- KEYS[1] checkpoint hash   KEYS[2] rows hash   KEYS[3] row-meta hash   KEYS[4] prune lease
+-- ARGV[1] HSCAN COUNT   ARGV[2] now_ms   ARGV[3] runner token   ARGV[4] lease ms
+-- Returns {status, rows deleted by this step}; status is 'more', 'done' (completed by
+-- this step, or no prune pending) or 'busy' (another runner holds the lease)
+
+local CHUNK = 1000  -- values per unpack; Redis refuses about 8,000
+
+local state = redis.call('HMGET', KEYS[1], 'snapshot_state', 'prune_generation', 'prune_cursor',
+  'snapshot_deferred')
+if state[1] ~= 'pruning' then
+  return {'done', 0}
+end
+local holder = redis.call('GET', KEYS[4])
+if holder and holder ~= ARGV[3] then
+  return {'busy', 0}
+end
+redis.call('SET', KEYS[4], ARGV[3], 'PX', ARGV[4])
+
+local generation = tonumber(state[2])
+local scan = redis.call('HSCAN', KEYS[3], state[3] or '0', 'COUNT', ARGV[1])
+local cursor, entries = scan[1], scan[2]
+local doomed = {}
+for i = 1, #entries, 2 do
+  local meta = entries[i + 1]
+  local written_in = tonumber(string.sub(meta, string.find(meta, ':', 1, true) + 1))
+  if written_in < generation then
+    doomed[#doomed + 1] = entries[i]
+  end
+end
+-- HSCAN may return a field twice; HDEL's count is of fields that existed, so the
+-- total stays exact.
+local deleted = 0
+for first = 1, #doomed, CHUNK do
+  local last = math.min(first + CHUNK - 1, #doomed)
+  redis.call('HDEL', KEYS[2], unpack(doomed, first, last))
+  deleted = deleted + redis.call('HDEL', KEYS[3], unpack(doomed, first, last))
+end
+local total = redis.call('HINCRBY', KEYS[1], 'prune_deleted', deleted)
+
+if cursor ~= '0' then
+  redis.call('HSET', KEYS[1], 'prune_cursor', cursor)
+  return {'more', deleted}
+end
+-- A snapshot asked for while this one pruned is requested now.
+local next_state = state[4] and 'requested' or 'completed'
+redis.call('HSET', KEYS[1], 'snapshot_state', next_state, 'snapshot_completed_at', ARGV[2],
+  'snapshot_rows_pruned', total, 'snapshot_rows_seen', redis.call('HLEN', KEYS[2]))
+redis.call('HDEL', KEYS[1], 'prune_generation', 'prune_cursor', 'prune_deleted',
+  'snapshot_deferred')
+redis.call('DEL', KEYS[4])
+return {'done', deleted}

@@ -1,0 +1,143 @@
+"""Metric names, what increments them, and rendering them in Prometheus text format.
+
+Under gunicorn, gunicorn.conf.py sets PROMETHEUS_MULTIPROC_DIR before the app is
+imported, so every worker writes its values to its own mmap file there and
+render() sums all of them: /metrics is the same whichever worker serves it.
+Elsewhere (flask run, the test client) the values live in this process.
+"""
+
+from __future__ import annotations
+
+import time
+
+from flask import Flask, current_app, g, request
+from prometheus_client import (
+    CONTENT_TYPE_PLAIN_0_0_4,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+    multiprocess,
+    values,
+)
+
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
+# Chosen by prometheus_client when it was first imported, from PROMETHEUS_MULTIPROC_DIR.
+MULTIPROCESS = values.ValueClass._multiprocess
+
+# Multiprocess mode has no *_created samples; leave them out in both modes alike.
+disable_created_metrics()
+REGISTRY = CollectorRegistry()
+
+BATCHES = Counter("fusink_batches", "Batches applied.", registry=REGISTRY)
+EVENTS = Counter("fusink_events", "Events in applied batches.", registry=REGISTRY)
+ROWS_WRITTEN = Counter("fusink_rows_written", "Rows upserted.", registry=REGISTRY)
+ROWS_SKIPPED = Counter(
+    "fusink_rows_skipped",
+    "Rows not written because the stored row has a higher index (stale events).",
+    registry=REGISTRY,
+)
+SNAPSHOTS_STARTED = Counter(
+    "fusink_snapshots_started",
+    "Snapshots started: batches answered with snapshot_needed: true.",
+    registry=REGISTRY,
+)
+SNAPSHOTS_COMPLETED = Counter(
+    "fusink_snapshots_completed",
+    "Batches that ended a snapshot (is_snapshot_end: true).",
+    registry=REGISTRY,
+)
+ROWS_PRUNED = Counter(
+    "fusink_rows_pruned",
+    "Rows deleted after a completed snapshot because the snapshot did not send them.",
+    registry=REGISTRY,
+)
+RESPONSES = Counter(
+    "fusink_http_responses",
+    "HTTP responses by operation (the OpenAPI operationId) and status code.",
+    ["operation", "status"],
+    registry=REGISTRY,
+)
+REQUEST_SECONDS = Histogram(
+    "fusink_http_request_duration_seconds",
+    "Time from the start of a request to its response, by operation.",
+    ["operation"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+    registry=REGISTRY,
+)
+SCRIPT_SECONDS = Histogram(
+    "fusink_redis_script_duration_seconds",
+    "Time of one Lua script call to Redis, by script.",
+    ["script"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+    registry=REGISTRY,
+)
+
+
+def batch_applied(events: int, result, snapshot_end: bool) -> None:
+    """Count one applied batch from its event count and its BatchResult."""
+    BATCHES.inc()
+    EVENTS.inc(events)
+    ROWS_WRITTEN.inc(result.rows_written)
+    ROWS_SKIPPED.inc(result.rows_skipped)
+    if result.snapshot_needed:
+        SNAPSHOTS_STARTED.inc()
+    if snapshot_end:
+        SNAPSHOTS_COMPLETED.inc()
+
+
+def snapshot_started() -> None:
+    """Count a snapshot started."""
+    SNAPSHOTS_STARTED.inc()
+
+
+def snapshot_completed() -> None:
+    """Count a snapshot completed."""
+    SNAPSHOTS_COMPLETED.inc()
+
+
+def rows_pruned(count: int) -> None:
+    """Count rows deleted by a snapshot's prune."""
+    if count:
+        ROWS_PRUNED.inc(count)
+
+
+def time_script(script: str):
+    """A context manager that observes how long a call to `script` takes."""
+    return SCRIPT_SECONDS.labels(script).time()
+
+
+def render() -> bytes:
+    """Every metric in Prometheus text format, summed over all workers when under gunicorn."""
+    if MULTIPROCESS:
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry)
+    return generate_latest(REGISTRY)
+
+
+def register(app: Flask) -> None:
+    """Count every response by operation and status, and time it."""
+    operations: dict[str | None, str] = {}
+
+    def operation_of(endpoint: str | None) -> str:
+        # The label set stays small: one value per route, "unmatched" for the rest.
+        if endpoint not in operations:
+            view = current_app.view_functions.get(endpoint) if endpoint else None
+            meta = getattr(view, "openapi", None)
+            operations[endpoint] = meta["operation_id"] if meta else endpoint or "unmatched"
+        return operations[endpoint]
+
+    @app.before_request
+    def start_timer():
+        g.metrics_started = time.perf_counter()
+
+    @app.after_request
+    def count_response(response):
+        operation = operation_of(request.endpoint)
+        RESPONSES.labels(operation, str(response.status_code)).inc()
+        started = g.get("metrics_started")
+        if started is not None:
+            REQUEST_SECONDS.labels(operation).observe(time.perf_counter() - started)
+        return response
