@@ -209,16 +209,18 @@ class Store:
             self._listed_at.clear()
         self._listed_at[tag] = now_ms
 
-    def get_checkpoint(self, agent_id: str, task_id: str) -> int | None:
-        """The stream's checkpoint, or None when it has none.
+    def get_checkpoint(self, agent_id: str, task_id: str) -> tuple[int | None, str]:
+        """The stream's checkpoint (None when it has none) and its snapshot state.
 
         Raises:
             StoreUnavailable: Redis did not answer.
         """
         tag = keys.stream_tag(agent_id, task_id)
         with unavailable_as_503():
-            index = self.client.hget(keys.checkpoint_key(self.prefix, tag), "index")
-        return None if index is None else int(index)
+            index, state = self.client.hmget(
+                keys.checkpoint_key(self.prefix, tag), "index", "snapshot_state"
+            )
+        return (None if index is None else int(index)), state or "none"
 
     def ping(self) -> None:
         """Raise StoreUnavailable unless Redis answers PING."""

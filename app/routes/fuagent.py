@@ -65,8 +65,11 @@ def get_sync_status():
     """
     query = load_query(status_query)
     g.principal.check_agent(query["agent_id"])
-    snapshots.continue_prune(get_store(), query["agent_id"], query["task_id"], budget_s=0)
-    index = get_store().get_checkpoint(query["agent_id"], query["task_id"])
+    store = get_store()
+    index, snapshot_state = store.get_checkpoint(query["agent_id"], query["task_id"])
+    if snapshot_state == "pruning":
+        # A prune left by a process that died resumes here, a step at a time.
+        snapshots.continue_prune(store, query["agent_id"], query["task_id"], budget_s=0)
     if index is None:
         if get_settings().missing_checkpoint != "zero":
             raise ApiError(404, "No checkpoint for this stream: start from the beginning.")
