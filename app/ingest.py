@@ -2,8 +2,6 @@
 
 import time
 
-import orjson
-
 from . import rows
 from .config import Settings
 from .store import BatchResult, Store
@@ -11,11 +9,7 @@ from .store import BatchResult, Store
 
 def apply(batch: dict, store: Store, settings: Settings) -> BatchResult:
     """Store a batch validated by BatchSchema; return what the agent is told."""
-    events = batch["events"]
-    try:
-        triples, max_index = encode_events(events, settings.row_key_fields, orjson.dumps)
-    except TypeError:  # an integer beyond 64 bits: orjson refuses it, rows.encode does not
-        triples, max_index = encode_events(events, settings.row_key_fields, rows.encode)
+    triples, max_index = encode_events(batch["events"], settings.row_key_fields)
     agent_id, task_id = batch["agent_id"], batch["task_id"]
     now_ms = time.time_ns() // 1_000_000
     store.list_stream(agent_id, task_id, now_ms)
@@ -30,7 +24,7 @@ def apply(batch: dict, store: Store, settings: Settings) -> BatchResult:
     )
 
 
-def encode_events(events: list, key_fields: tuple[str, ...], dumps) -> tuple[list, int]:
+def encode_events(events: list, key_fields: tuple[str, ...]) -> tuple[list, int]:
     """The flat (row key, index or '', compact JSON) list, and the highest index (-1: none).
 
     This loop runs once per event at up to hundreds of thousands of events a
@@ -40,7 +34,7 @@ def encode_events(events: list, key_fields: tuple[str, ...], dumps) -> tuple[lis
     append = triples.append
     max_index = -1
     single = key_fields[0] if len(key_fields) == 1 else None
-    for event in events:
+    for event, encoded in zip(events, rows.encode_each(events), strict=True):
         if single is not None:
             key = event[single]
             append(key if type(key) is str else str(key))
@@ -53,5 +47,5 @@ def encode_events(events: list, key_fields: tuple[str, ...], dumps) -> tuple[lis
             append(str(index))
             if index > max_index:
                 max_index = index
-        append(dumps(event))
+        append(encoded)
     return triples, max_index

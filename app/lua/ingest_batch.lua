@@ -79,7 +79,7 @@ if count > 0 then
   end
 
   local latest = {}  -- row key -> index as stored by this batch so far
-  local rows, metas = {}, {}
+  local rows, metas, n = {}, {}, 0  -- n: values in rows and in metas
   local gen_suffix = ':' .. generation
   for i = 1, count do
     local key, index = row_keys[i], ARGV[7 + 3 * i]
@@ -104,17 +104,18 @@ if count > 0 then
     end
     if apply then
       latest[key] = index
-      rows[#rows + 1] = key
-      rows[#rows + 1] = ARGV[8 + 3 * i]
-      metas[#metas + 1] = key
-      metas[#metas + 1] = index .. gen_suffix
+      rows[n + 1] = key
+      rows[n + 2] = ARGV[8 + 3 * i]
+      metas[n + 1] = key
+      metas[n + 2] = index .. gen_suffix
+      n = n + 2
       written = written + 1
     else
       skipped = skipped + 1
     end
   end
-  for first = 1, #rows, CHUNK do
-    local last = math.min(first + CHUNK - 1, #rows)
+  for first = 1, n, CHUNK do
+    local last = math.min(first + CHUNK - 1, n)
     redis.call('HSET', KEYS[2], unpack(rows, first, last))
     redis.call('HSET', KEYS[3], unpack(metas, first, last))
   end
