@@ -46,7 +46,7 @@ def test_encode_events_gives_triples_and_the_highest_index():
         [],
         [{"a": 1}],
         [{"a": 1}, {"b": [1, 2]}, {}],
-        [{"s": '","'}, {"s": "\\\","}, {"n": None}],
+        [{"s": '","'}, {"s": '\\",'}, {"n": None}],
         [{"big": 2**70}, {"a": "é"}],
     ],
 )
