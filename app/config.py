@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -102,44 +103,32 @@ def _flag(raw: str) -> bool:
     raise ValueError(f"expected 1/0, true/false, yes/no or on/off, got {raw!r}")
 
 
-def _positive_int(raw: str) -> int:
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValueError(f"expected a whole number, got {raw!r}") from None
-    if value < 1:
-        raise ValueError(f"must be at least 1, got {value}")
-    return value
+def _number(parse, expected: str, ok, rule: str) -> Callable[[str], int | float]:
+    """A coercer that parses with `parse` and insists on `ok(value)`."""
+
+    def coerce(raw: str):
+        try:
+            value = parse(raw)
+        except ValueError:
+            raise ValueError(f"expected {expected}, got {raw!r}") from None
+        if not ok(value):
+            raise ValueError(f"{rule}, got {raw!r}")
+        return value
+
+    return coerce
 
 
-def _positive_float(raw: str) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(f"expected a number of seconds, got {raw!r}") from None
-    if not value > 0:
-        raise ValueError(f"must be above 0, got {raw!r}")
-    return value
-
-
-def _whole_number(raw: str) -> int:
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValueError(f"expected a whole number, got {raw!r}") from None
-    if value < 0:
-        raise ValueError(f"must be at least 0, got {value}")
-    return value
-
-
-def _fraction(raw: str) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(f"expected a fraction such as 0.9, got {raw!r}") from None
-    if not 0 <= value <= 1:
-        raise ValueError(f"must be between 0 and 1 (0 turns the check off), got {raw!r}")
-    return value
+_positive_int = _number(int, "a whole number", lambda v: v >= 1, "must be at least 1")
+_whole_number = _number(int, "a whole number", lambda v: v >= 0, "must be at least 0")
+_positive_float = _number(
+    float, "a number of seconds", lambda v: 0 < v < math.inf, "must be above 0"
+)
+_fraction = _number(
+    float,
+    "a fraction such as 0.9",
+    lambda v: 0 <= v <= 1,
+    "must be between 0 and 1 (0 turns the check off)",
+)
 
 
 def _redis_url(*schemes: str) -> Callable[[str], str]:

@@ -39,6 +39,16 @@ def prune_lock_key(prefix: str, tag: str) -> str:
     return f"{prefix}:{tag}:prune-lock"
 
 
+def stream_keys(prefix: str, tag: str) -> list[str]:
+    """Every key of one stream, in the order the scripts take them as KEYS."""
+    return [
+        checkpoint_key(prefix, tag),
+        rows_key(prefix, tag),
+        row_meta_key(prefix, tag),
+        prune_lock_key(prefix, tag),
+    ]
+
+
 def streams_key(prefix: str) -> str:
     """Sorted set: every stream's tag, scored by its last update (ms)."""
     return f"{prefix}:streams"

@@ -260,15 +260,18 @@ class StreamSchema(Schema):
         return {**stream, "agent_id": agent_id, "task_id": task_id, "snapshot": snapshot}
 
 
+NEXT_CURSOR = {
+    "allow_none": True,
+    "required": True,
+    "metadata": {"description": "Pass as `cursor` for the next page; null on the last."},
+}
+
+
 class StreamPageSchema(Schema):
     """A page of streams, most recently updated first."""
 
     streams = fields.List(fields.Nested(StreamSchema), required=True)
-    next_cursor = fields.String(
-        allow_none=True,
-        required=True,
-        metadata={"description": "Pass as `cursor` for the next page; null on the last."},
-    )
+    next_cursor = fields.String(**NEXT_CURSOR)
 
 
 class RowSchema(Schema):
@@ -290,11 +293,7 @@ class RowPageSchema(Schema):
     """A page of a stream's rows, in Redis HSCAN order."""
 
     rows = fields.List(fields.Nested(RowEntrySchema), required=True)
-    next_cursor = fields.String(
-        allow_none=True,
-        required=True,
-        metadata={"description": "Pass as `cursor` for the next page; null on the last."},
-    )
+    next_cursor = fields.String(**NEXT_CURSOR)
 
 
 class DroppedStreamSchema(Schema):

@@ -97,11 +97,7 @@ class Store:
                 acknowledged the batch in time (it may be applied; a replay is a no-op).
         """
         tag = keys.stream_tag(agent_id, task_id)
-        stream_keys = [
-            keys.checkpoint_key(self.prefix, tag),
-            keys.rows_key(self.prefix, tag),
-            keys.row_meta_key(self.prefix, tag),
-        ]
+        stream_keys = keys.stream_keys(self.prefix, tag)
         args = [
             now_ms,
             max_index,
@@ -242,12 +238,7 @@ class Store:
             StoreUnavailable: Redis did not answer; the prune resumes later.
         """
         tag = keys.stream_tag(agent_id, task_id)
-        stream_keys = [
-            keys.checkpoint_key(self.prefix, tag),
-            keys.rows_key(self.prefix, tag),
-            keys.row_meta_key(self.prefix, tag),
-            keys.prune_lock_key(self.prefix, tag),
-        ]
+        stream_keys = keys.stream_keys(self.prefix, tag)
         with unavailable_as_503(), metrics.time_script("prune_step"):
             status, deleted = self.prune_step(
                 keys=stream_keys, args=[count, now_ms, token, lease_ms]
@@ -422,12 +413,7 @@ class Store:
             StoreUnavailable: Redis did not answer; call again to finish.
         """
         tag = keys.stream_tag(agent_id, task_id)
-        stream_keys = [
-            keys.checkpoint_key(self.prefix, tag),
-            keys.rows_key(self.prefix, tag),
-            keys.row_meta_key(self.prefix, tag),
-            keys.prune_lock_key(self.prefix, tag),
-        ]
+        stream_keys = keys.stream_keys(self.prefix, tag)
         with unavailable_as_503():
             existed, rows = self.drop_stream(keys=stream_keys)
             removed = self.client.zrem(keys.streams_key(self.prefix), tag)

@@ -2,6 +2,7 @@
 -- checkpoint = max(stored, batch max). The checkpoint is written last, so a script
 -- stopped part-way (OOM) never leaves it ahead of the rows it covers.
 -- KEYS[1] checkpoint hash   KEYS[2] rows hash   KEYS[3] row-meta hash ("index:generation")
+-- KEYS[4] the prune lease: passed like every key of the stream, not used here
 -- ARGV[1] now_ms   ARGV[2] batch max index ('' if none)   ARGV[3] event count
 -- ARGV[4] snapshot suggested (0/1)   ARGV[5] SNAPSHOT_ON_SUGGEST (0/1)
 -- ARGV[6] is_snapshot_end: 0, 1 (end; complete the snapshot), 2 (end; SNAPSHOT_PRUNE: prune)
