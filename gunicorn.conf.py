@@ -24,6 +24,10 @@ preload_app = True
 timeout = 30
 graceful_timeout = 30
 keepalive = 5
+# Each worker listens on its own SO_REUSEPORT socket, so the kernel spreads
+# connections over the workers; with one shared socket a single worker can end up
+# holding every keep-alive connection of a load balancer while the others idle.
+reuse_port = True
 # Several instances may share a host; a per-user control socket would clash.
 control_socket_disable = True
 accesslog = None  # the app logs one JSON line per request, with its request id

@@ -126,8 +126,15 @@ def test_killed_workers_never_leave_a_batch_half_applied(
                 first = pending.pop()
             try:
                 reply = call("POST", f"{server.url}/ingest-batch", batch(first, size))
-            except (OSError, http.client.HTTPException):
-                continue  # the worker died under it: neither acknowledged nor retried
+            except (OSError, http.client.HTTPException) as exc:
+                if isinstance(getattr(exc, "reason", exc), ConnectionRefusedError):
+                    # No worker listens yet (each has its own SO_REUSEPORT socket): the
+                    # batch was never sent, so send it again.
+                    with lock:
+                        pending.append(first)
+                    time.sleep(0.01)
+                # Otherwise the worker died under it: neither acknowledged nor retried.
+                continue
             if reply.status == 200:
                 with lock:
                     acknowledged.add(first)
