@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import re
@@ -137,7 +138,7 @@ def _schema_name(schema) -> str:
 
 def _operation(view, rule) -> dict:
     meta = view.openapi
-    summary, _, description = (view.__doc__ or "").strip().partition("\n")
+    summary, _, description = inspect.cleandoc(view.__doc__ or "").partition("\n")
     operation = {
         "operationId": meta["operation_id"],
         "tags": meta["tags"],
