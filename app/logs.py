@@ -1,12 +1,12 @@
 """JSON-lines logging, X-Request-ID in and out, one access line per request."""
 
-import json
 import logging
 import re
 import sys
 import time
 import uuid
 
+import orjson
 from flask import Flask, g, request
 
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=-]{1,128}$")
@@ -21,19 +21,32 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         entry = {
-            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            "time": _timestamp(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "pid": record.process,  # tells gunicorn's workers and master apart
             "message": record.getMessage(),
         }
-        entry.update((k, v) for k, v in vars(record).items() if k not in _STANDARD)
+        for name, value in vars(record).items():
+            if name not in _STANDARD:
+                entry[name] = value
         if record.exc_info:
             entry["traceback"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str, ensure_ascii=False)
+        return orjson.dumps(entry, default=str).decode()
 
 
-JsonFormatter.converter = time.gmtime
+_last_second = (-1, "")  # the last second formatted, and its text: one strftime a second
+
+
+def _timestamp(created: float) -> str:
+    """ISO 8601 in UTC with milliseconds: 2026-11-25T12:42:11.233Z."""
+    global _last_second
+    second = int(created)
+    cached = _last_second
+    if cached[0] != second:
+        cached = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+        _last_second = cached
+    return f"{cached[1]}.{int((created - second) * 1000):03d}Z"
 
 
 def configure(level: int = logging.INFO) -> None:
