@@ -41,8 +41,7 @@ def write_plain(client: redis.Redis, agent_id: str, batch: workload.Batch) -> No
 def write_naive(script, client: redis.Redis, agent_id: str, batch: workload.Batch):
     """One call of NAIVE_GUARD (registered as `script`) for the whole batch."""
     keys = [
-        workload.key(agent_id, batch.task_id, kind)
-        for kind in ("checkpoint", "rows", "row-index")
+        workload.key(agent_id, batch.task_id, kind) for kind in ("checkpoint", "rows", "row-index")
     ]
     args = [int(time.time() * 1000), batch.top]
     for event in batch.events:

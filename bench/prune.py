@@ -89,9 +89,7 @@ def run(opts) -> dict:
     result["redis_version"] = client.info("server")["redis_version"]
 
     result["fill_s"] = round(fill(store, opts.rows, 1, 1, "old"), 2)
-    started = store.apply_batch(
-        AGENT, TASK, [], "", suggested=True, snapshot_end=False, now_ms=2
-    )
+    started = store.apply_batch(AGENT, TASK, [], "", suggested=True, snapshot_end=False, now_ms=2)
     assert started.snapshot_needed
     kept = int(opts.rows * opts.kept)
     result["snapshot_fill_s"] = round(fill(store, kept, 1, 2, "snap"), 2)

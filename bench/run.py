@@ -246,9 +246,7 @@ def write_bodies(prefix: Path, agent_id: str, size: int, count: int) -> list[lis
     thread, so each stream stays on one thread); return each file's batches."""
     queues = [[] for _ in range(WRK_THREADS)]
     with contextlib.ExitStack() as stack:
-        files = [
-            stack.enter_context(open(f"{prefix}{k}", "wb")) for k in range(WRK_THREADS)
-        ]
+        files = [stack.enter_context(open(f"{prefix}{k}", "wb")) for k in range(WRK_THREADS)]
         for n, batch in enumerate(itertools.islice(workload.batches(size), count)):
             body = {"agent_id": agent_id, "task_id": batch.task_id}
             body.update(is_snapshot_end=False, snapshot_sync_suggested=False)
@@ -288,8 +286,7 @@ def ingest_phase(args, base_url: str, master, client, size: int, tmp: Path) -> d
     report["unanswered"] = sum(report["sent"]) - report["requests"]
     if used["scripts"] != sum(report["sent"]):
         problems.append(
-            f"ingest-{size}: {used['scripts']} script calls"
-            f" for {sum(report['sent'])} batches"
+            f"ingest-{size}: {used['scripts']} script calls for {sum(report['sent'])} batches"
         )
     problems += expected.problems(client, agent_id)
     return summarize(f"ingest-{size}", size, report, used, problems)
@@ -306,9 +303,7 @@ def status_phase(args, base_url: str, master, client) -> dict:
     problems = []
     if posted != 200 or answer != (200, {"index": batch.top}):
         problems.append(f"status: seed batch got {posted}, then status {answer}")
-    report, used = measure(
-        master, client, lambda: run_wrk(args, "status.lua", url, args.duration)
-    )
+    report, used = measure(master, client, lambda: run_wrk(args, "status.lua", url, args.duration))
     return summarize("status", None, report, used, problems)
 
 
@@ -386,10 +381,7 @@ def markdown(phases: list[dict]) -> str:
     rows = [[title for title, _, _ in COLUMNS]]
     for phase in phases:
         rows.append(
-            [
-                "—" if phase.get(key) is None else form.format(phase[key])
-                for _, key, form in COLUMNS
-            ]
+            ["—" if phase.get(key) is None else form.format(phase[key]) for _, key, form in COLUMNS]
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
     lines = [
@@ -421,9 +413,7 @@ def run_phases(args: argparse.Namespace) -> tuple[dict, list[dict]]:
             for size in BATCH_SIZES:
                 if f"ingest-{size}" in args.only:
                     print(f"ingest-{size} ...", file=sys.stderr)
-                    phases.append(
-                        ingest_phase(args, base_url, master, client, size, tmp)
-                    )
+                    phases.append(ingest_phase(args, base_url, master, client, size, tmp))
             if "status" in args.only:
                 print("status ...", file=sys.stderr)
                 phases.append(status_phase(args, base_url, master, client))
