@@ -45,7 +45,7 @@ SNAPSHOTS_STARTED = Counter(
 )
 SNAPSHOTS_COMPLETED = Counter(
     "fusink_snapshots_completed",
-    "Batches that ended a snapshot (is_snapshot_end: true).",
+    "Snapshots ended by the agent's end marker (a replayed marker is not counted).",
     registry=REGISTRY,
 )
 ROWS_PRUNED = Counter(
@@ -75,7 +75,7 @@ SCRIPT_SECONDS = Histogram(
 )
 
 
-def batch_applied(events: int, result, snapshot_end: bool) -> None:
+def batch_applied(events: int, result) -> None:
     """Count one applied batch from its event count and its BatchResult."""
     BATCHES.inc()
     EVENTS.inc(events)
@@ -83,18 +83,8 @@ def batch_applied(events: int, result, snapshot_end: bool) -> None:
     ROWS_SKIPPED.inc(result.rows_skipped)
     if result.snapshot_needed:
         SNAPSHOTS_STARTED.inc()
-    if snapshot_end:
+    if result.snapshot_ended:
         SNAPSHOTS_COMPLETED.inc()
-
-
-def snapshot_started() -> None:
-    """Count a snapshot started."""
-    SNAPSHOTS_STARTED.inc()
-
-
-def snapshot_completed() -> None:
-    """Count a snapshot completed."""
-    SNAPSHOTS_COMPLETED.inc()
 
 
 def rows_pruned(count: int) -> None:

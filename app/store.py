@@ -53,6 +53,7 @@ class BatchResult:
     rows_written: int
     rows_skipped: int
     snapshot_state: str = "none"  # 'pruning': the stream's prune has steps left
+    snapshot_ended: bool = False  # its end marker ended a running snapshot (not a replay)
 
 
 class Store:
@@ -111,13 +112,14 @@ class Store:
         ]
         with unavailable_as_503(), metrics.time_script("ingest_batch"):
             self._check_memory(stream_keys[0])
-            checkpoint, needed, written, skipped, state = self._run_ingest(stream_keys, args)
+            checkpoint, needed, written, skipped, state, ended = self._run_ingest(stream_keys, args)
         return BatchResult(
             checkpoint=int(checkpoint) if checkpoint else None,
             snapshot_needed=needed == 1,
             rows_written=written,
             rows_skipped=skipped,
             snapshot_state=state,
+            snapshot_ended=ended == 1,
         )
 
     def _run_ingest(self, stream_keys: list[str], args: list) -> list:

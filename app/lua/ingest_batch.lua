@@ -8,7 +8,8 @@
 -- ARGV[6] is_snapshot_end: 0, 1 (end; complete the snapshot), 2 (end; SNAPSHOT_PRUNE: prune)
 -- ARGV[7] agent_id   ARGV[8] task_id   ARGV[9..] row key, index ('' if none), json triples
 -- Returns {checkpoint ('' if none), snapshot_needed (0/1), rows written, rows skipped,
---   snapshot state after the batch ('pruning': prune_step.lua has work to do)}
+--   snapshot state after the batch ('pruning': prune_step.lua has work to do),
+--   snapshot ended (1: this batch's end marker ended a running snapshot)}
 
 -- Indexes are canonical decimal strings: Lua numbers are doubles and cannot tell
 -- 2^63-1 from 2^63-2, so compare by length, then lexically.
@@ -48,8 +49,10 @@ elseif snapshot_state == 'requested'
   redis.call('HSET', KEYS[1], 'snapshot_state', 'running', 'snapshot_generation', generation,
     'snapshot_started_at', now, 'snapshot_started_index', checkpoint)
 end
+local ended = 0
 if ARGV[6] ~= '0' then
   redis.call('HSET', KEYS[1], 'snapshot_end_at', now)
+  if snapshot_state == 'running' then ended = 1 end
   if snapshot_state == 'running' and ARGV[6] == '2' then
     -- Rows older than this generation were not sent by the snapshot: prune_step.lua
     -- deletes them. From now on an absent row's event at or below the checkpoint the
@@ -131,4 +134,4 @@ end
 redis.call('HSET', KEYS[1], 'updated_at', now, 'agent_id', ARGV[7], 'task_id', ARGV[8])
 redis.call('HINCRBY', KEYS[1], 'events', count)
 redis.call('HINCRBY', KEYS[1], 'batches', 1)
-return {checkpoint, needed, written, skipped, snapshot_state}
+return {checkpoint, needed, written, skipped, snapshot_state, ended}

@@ -41,7 +41,7 @@ def ingest_batch():
         # step, so a prune left by a dead process resumes.
         budget = snapshots.PRUNE_REQUEST_BUDGET_S if batch["is_snapshot_end"] else 0
         snapshots.continue_prune(get_store(), batch["agent_id"], batch["task_id"], budget)
-    metrics.batch_applied(len(batch["events"]), result, batch["is_snapshot_end"])
+    metrics.batch_applied(len(batch["events"]), result)
     g.log_fields.update(
         rows_written=result.rows_written,
         rows_skipped=result.rows_skipped,
