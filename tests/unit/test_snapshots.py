@@ -92,6 +92,14 @@ def test_operator_request_is_answered_on_the_next_batch_once(agent, client, redi
     assert redis.hget(CHECKPOINT, "snapshot_state") == "running"
 
 
+def test_operator_request_replaces_a_snapshot_that_never_ended(agent, client, redis):
+    assert agent.send(*rows(1, index=1), snapshot_sync_suggested=True)["snapshot_needed"]
+    assert not agent.send(*rows(2, index=2), snapshot_sync_suggested=True)["snapshot_needed"]
+    assert client.post("/streams/agent-1/orders/snapshot", headers=ADMIN).status_code == 200
+    assert agent.send(*rows(3, index=3))["snapshot_needed"] is True
+    assert redis.hget(CHECKPOINT, "snapshot_generation") == "2"
+
+
 def test_late_pre_snapshot_batch_does_not_bring_back_a_pruned_row(agent, redis):
     start_snapshot(agent, 1, 2, 3)
     agent.send(*rows(1, 3, index=110))
