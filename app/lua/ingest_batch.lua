@@ -1,7 +1,7 @@
 -- Apply one batch atomically: ordered upsert of its rows, snapshot control, then
 -- checkpoint = max(stored, batch max). The checkpoint is written last, so a script
 -- stopped part-way (OOM) never leaves it ahead of the rows it covers.
--- KEYS[1] checkpoint hash   KEYS[2] rows hash   KEYS[3] row-meta hash ("index:generation")
+-- KEYS[1] checkpoint hash   KEYS[2] rows hash   KEYS[3] row-meta hash ("index" or "index:generation")
 -- KEYS[4] the prune lease: passed like every key of the stream, not used here
 -- ARGV[1] now_ms   ARGV[2] batch max index ('' if none)   ARGV[3] event count
 -- ARGV[4] snapshot suggested (0/1)   ARGV[5] SNAPSHOT_ON_SUGGEST (0/1)
@@ -84,14 +84,21 @@ if count > 0 then
 
   local latest = {}  -- row key -> index as stored by this batch so far
   local rows, metas, n = {}, {}, 0  -- n: values in rows and in metas
-  local gen_suffix = ':' .. generation
+  -- Only writes made while a snapshot runs or prunes record its generation; a bare
+  -- index means "written before the current snapshot began". This spares Redis a
+  -- new string per row outside snapshots (about a sixth of the script's time).
+  local gen_suffix = false
+  if snapshot_state == 'running' or snapshot_state == 'pruning' then
+    gen_suffix = ':' .. generation
+  end
   for i = 1, count do
     local key, index = row_keys[i], ARGV[7 + 3 * i]
     local current = latest[key]
     if current == nil then
       local meta = stored[i]
       if meta then
-        current = string.sub(meta, 1, string.find(meta, ':', 1, true) - 1)
+        local colon = string.find(meta, ':', 1, true)
+        current = colon and string.sub(meta, 1, colon - 1) or meta
       else
         current = false
       end
@@ -111,7 +118,7 @@ if count > 0 then
       rows[n + 1] = key
       rows[n + 2] = ARGV[8 + 3 * i]
       metas[n + 1] = key
-      metas[n + 2] = index .. gen_suffix
+      metas[n + 2] = gen_suffix and index .. gen_suffix or index
       n = n + 2
       written = written + 1
     else

@@ -28,7 +28,9 @@ local cursor, entries = scan[1], scan[2]
 local doomed = {}
 for i = 1, #entries, 2 do
   local meta = entries[i + 1]
-  local written_in = tonumber(string.sub(meta, string.find(meta, ':', 1, true) + 1))
+  local colon = string.find(meta, ':', 1, true)
+  -- A bare index was written before any running snapshot: generation 0.
+  local written_in = colon and tonumber(string.sub(meta, colon + 1)) or 0
   if written_in < generation then
     doomed[#doomed + 1] = entries[i]
   end

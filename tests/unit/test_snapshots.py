@@ -58,6 +58,14 @@ def test_snapshot_end_deletes_rows_the_snapshot_did_not_send(agent, redis):
     assert not redis.exists(LOCK)
 
 
+def test_rows_record_the_generation_only_while_a_snapshot_runs(agent, redis):
+    agent.send({"id": 1, "index": 5})
+    assert redis.hget(ROW_META, "1") == "5"
+    agent.send({"id": 2, "index": 6}, snapshot_sync_suggested=True)
+    agent.send({"id": 3, "index": 7})
+    assert (redis.hget(ROW_META, "2"), redis.hget(ROW_META, "3")) == ("6:1", "7:1")
+
+
 def test_snapshot_needed_is_answered_once(agent):
     start_snapshot(agent, 1)
     assert agent.send(*rows(2, index=200), snapshot_sync_suggested=True)["snapshot_needed"] is False
