@@ -119,15 +119,11 @@ def register(app: Flask) -> None:
             operations[endpoint] = meta["operation_id"] if meta else endpoint or "unmatched"
         return operations[endpoint]
 
-    @app.before_request
-    def start_timer():
-        g.metrics_started = time.perf_counter()
-
     @app.after_request
     def count_response(response):
         operation = operation_of(request.endpoint)
         RESPONSES.labels(operation, str(response.status_code)).inc()
-        started = g.get("metrics_started")
+        started = g.get("started")  # set by logs.py when the request began
         if started is not None:
             REQUEST_SECONDS.labels(operation).observe(time.perf_counter() - started)
         return response

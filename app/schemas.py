@@ -98,7 +98,6 @@ class BatchSchema(Schema):
     snapshot_sync_suggested = StrictBoolean(load_default=False)
     events = EventListField(
         load_default=list,
-        metadata={"items": {"$ref": "#/components/schemas/BatchEvent"}},
     )
 
     def __init__(self, row_key_fields=("id",), max_events=10_000, **kwargs):

@@ -16,6 +16,7 @@ from flask import Flask
 from . import schemas
 
 VERSION = "1.0.0"
+RULE_ARGUMENT = re.compile(r"<(?:[^:>]+:)?([^>]+)>")  # a Flask <converter:name> in a route
 SECURITY_SCHEMES = {
     "ApiKeyAuth": {"type": "apiKey", "in": "header", "name": "x-api-key"},
     "BearerAuth": {"type": "http", "scheme": "bearer"},
@@ -105,7 +106,7 @@ def build(app: Flask) -> dict:
             continue
         methods = sorted(rule.methods - {"HEAD", "OPTIONS"})
         operations = {m.lower(): _operation(view, rule) for m in methods}
-        spec.path(path=re.sub(r"<(?:[^:>]+:)?([^>]+)>", r"{\1}", rule.rule), operations=operations)
+        spec.path(path=RULE_ARGUMENT.sub(r"{\1}", rule.rule), operations=operations)
     return spec.to_dict()
 
 
@@ -157,7 +158,7 @@ def _operation(view, rule) -> dict:
     parameters = [
         {"in": "path", "name": name, "required": True, "schema": {"type": "string"}}
         # rule.arguments is a set: take the names in path order, so the file is stable.
-        for name in re.findall(r"<(?:[^:>]+:)?([^>]+)>", rule.rule)
+        for name in RULE_ARGUMENT.findall(rule.rule)
     ]
     if meta["query"]:
         parameters.append({"in": "query", "schema": meta["query"]})
