@@ -1,0 +1,75 @@
+"""StoreBase: the Redis client, the loaded scripts, and Redis errors as 503."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from importlib import resources
+
+import redis
+from redis.cluster import RedisCluster
+from redis.exceptions import (
+    ClusterDownError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    TryAgainError,
+)
+
+from ..config import Settings
+from ..errors import StoreUnavailable
+
+# Replies that mean "not now" rather than "wrong", also when a script relays them.
+TRANSIENT_REPLY = re.compile(r"(^|-)(OOM|MASTERDOWN|LOADING|BUSY|NOREPLICAS|READONLY)\b")
+TRANSIENT_ERRORS = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    ClusterDownError,
+    TryAgainError,
+    ReadOnlyError,
+    OutOfMemoryError,
+)
+SCRIPTS = ("ingest_batch", "prune_step", "drop_stream", "request_snapshot", "reset_checkpoint")
+
+
+class StoreBase:
+    """What every part of the Store shares: client, settings, scripts."""
+
+    def __init__(self, client, settings: Settings):
+        self.client = client
+        self.prefix = settings.key_prefix
+        self.snapshot_on_suggest = "1" if settings.snapshot_on_suggest else "0"
+        self.snapshot_end = "2" if settings.snapshot_prune else "1"
+        self._listed_at: dict[str, int] = {}  # stream tag -> when this process listed it
+        self.wait_replicas = settings.wait_replicas
+        self.wait_timeout_ms = settings.wait_timeout_ms
+        self.memory_high_watermark = settings.memory_high_watermark
+        self._memory_checked: dict[str, tuple[float, bool]] = {}  # node -> (when, above)
+        lua = resources.files("app") / "lua"
+        for name in SCRIPTS:
+            script = (lua / f"{name}.lua").read_text(encoding="utf-8")
+            setattr(self, name, client.register_script(script))
+
+    def _node(self, key: str) -> tuple[str, redis.Redis]:
+        """(name, client) of the server holding `key`: the one server, or a cluster master."""
+        if not isinstance(self.client, RedisCluster):
+            return "", self.client
+        node = self.client.get_node_from_key(key)
+        return node.name, self.client.get_redis_connection(node)
+
+    def ping(self) -> None:
+        """Raise StoreUnavailable unless Redis answers PING."""
+        with unavailable_as_503():
+            self.client.ping()
+
+
+@contextlib.contextmanager
+def unavailable_as_503():
+    """Turn Redis being down, slow, full or read-only into StoreUnavailable."""
+    try:
+        yield
+    except TRANSIENT_ERRORS as exc:
+        raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
+    except redis.ResponseError as exc:
+        if TRANSIENT_REPLY.search(str(exc)):
+            raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
+        raise
