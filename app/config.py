@@ -32,6 +32,15 @@ class Credential:
 
 
 @dataclass(frozen=True)
+class RowKeyRule:
+    """Streams whose ids match these globs (None: any) are keyed by `fields`."""
+
+    fields: tuple[str, ...]
+    agent: str | None = None
+    task: str | None = None
+
+
+@dataclass(frozen=True)
 class Settings:
     redis_url: str | None = None
     redis_cluster_url: str | None = None
@@ -45,6 +54,7 @@ class Settings:
     basic_auth_users: tuple[Credential, ...] = ()
     auth_disabled: bool = False
     row_key_fields: tuple[str, ...] = ("id",)
+    row_key_rules: tuple[RowKeyRule, ...] = ()  # the first match wins; none: ROW_KEY_FIELDS
     max_batch_events: int = 10_000
     max_content_length: int = 16 * 1024 * 1024
     snapshot_on_suggest: bool = True
@@ -156,6 +166,34 @@ def _row_key_fields(raw: str) -> tuple[str, ...]:
     return names
 
 
+ROW_KEY_RULE_KEYS = {"agent", "task", "fields"}
+
+
+def _row_key_rules(raw: str) -> tuple[RowKeyRule, ...]:
+    rules = _json_entries(raw)
+    return tuple(_row_key_rule(rule, n) for n, rule in enumerate(rules))
+
+
+def _row_key_rule(rule: dict, position: int) -> RowKeyRule:
+    where = f"rule {position}"
+    unknown = sorted(set(rule) - ROW_KEY_RULE_KEYS)
+    if unknown:
+        raise ValueError(f"{where}: unknown key {unknown[0]!r} (expected agent, task, fields)")
+    for glob in ("agent", "task"):
+        if glob in rule and (not isinstance(rule[glob], str) or not rule[glob]):
+            raise ValueError(f"{where}: {glob!r} must be a non-empty glob such as 'agent-eu-*'")
+    if "fields" not in rule:
+        raise ValueError(f"{where}: 'fields' is missing")
+    names = rule["fields"]
+    if not isinstance(names, list) or not names:
+        raise ValueError(f"{where}: 'fields' must be a non-empty list of field names")
+    if not all(isinstance(name, str) and name for name in names):
+        raise ValueError(f"{where}: every field name must be a non-empty string")
+    if len(set(names)) != len(names):
+        raise ValueError(f"{where}: 'fields' names a field twice")
+    return RowKeyRule(fields=tuple(names), agent=rule.get("agent"), task=rule.get("task"))
+
+
 def _key_prefix(raw: str) -> str:
     if re.search(r"[\s{}]", raw):
         raise ValueError("must not contain spaces or braces (they would break hash tags)")
@@ -255,6 +293,7 @@ _COERCERS: dict[str, Callable[[str], object]] = {
     "basic_auth_users": _credentials("user"),
     "auth_disabled": _flag,
     "row_key_fields": _row_key_fields,
+    "row_key_rules": _row_key_rules,
     "max_batch_events": _positive_int,
     "max_content_length": _positive_int,
     "snapshot_on_suggest": _flag,

@@ -1,11 +1,41 @@
-"""Rows: row keys from ROW_KEY_FIELDS, compact JSON, canonical index strings."""
+"""Rows: each stream's row-key fields, row keys, compact JSON, canonical index strings."""
 
+import functools
 import json
 import secrets
+from collections.abc import Callable
+from fnmatch import fnmatchcase
 
 import orjson
 
+from .config import RowKeyRule
+
 MAX_INDEX = 2**63 - 1
+MAX_CACHED_STREAMS = 10_000  # streams whose row-key fields a process remembers
+
+
+def key_fields_resolver(
+    rules: tuple[RowKeyRule, ...], default: tuple[str, ...]
+) -> Callable[[str, str], tuple[str, ...]]:
+    """(agent_id, task_id) -> the stream's row-key fields: the first matching rule's,
+    else `default`.
+
+    The answer is cached per stream, so the globs are matched once per stream and
+    process rather than once per batch.
+    """
+    if not rules:
+        return lambda agent_id, task_id: default
+
+    @functools.lru_cache(maxsize=MAX_CACHED_STREAMS)
+    def resolve(agent_id: str, task_id: str) -> tuple[str, ...]:
+        for rule in rules:
+            if (rule.agent is None or fnmatchcase(agent_id, rule.agent)) and (
+                rule.task is None or fnmatchcase(task_id, rule.task)
+            ):
+                return rule.fields
+        return default
+
+    return resolve
 
 
 def encode(value) -> bytes:

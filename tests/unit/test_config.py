@@ -2,7 +2,7 @@
 
 import pytest
 
-from app.config import ConfigError, Settings
+from app.config import ConfigError, RowKeyRule, Settings
 
 KEYS = {"API_KEYS": "k1"}
 
@@ -136,3 +136,39 @@ def test_wait_timeout_must_fit_in_the_redis_timeout():
         Settings.from_env(env)
     assert set(raised.value.problems) == {"WAIT_TIMEOUT_MS"}
     assert Settings.from_env({**env, "WAIT_TIMEOUT_MS": "500"}).wait_timeout_ms == 500
+
+
+def test_row_key_rules_are_parsed_in_order():
+    raw = (
+        '[{"task": "mysql-orders*", "fields": ["order_id"]},'
+        ' {"agent": "agent-eu-*", "task": "*items*", "fields": ["order_id", "line_no"]}]'
+    )
+    settings = Settings.from_env({**KEYS, "ROW_KEY_RULES": raw})
+    assert settings.row_key_rules == (
+        RowKeyRule(fields=("order_id",), task="mysql-orders*"),
+        RowKeyRule(fields=("order_id", "line_no"), agent="agent-eu-*", task="*items*"),
+    )
+    assert Settings.from_env(KEYS).row_key_rules == ()
+
+
+@pytest.mark.parametrize(
+    ("raw", "problem"),
+    [
+        ("id", "is not valid JSON"),
+        ('{"fields": ["id"]}', "expected a JSON list of objects"),
+        ('[["id"]]', "expected a JSON list of objects"),
+        ('[{"fields": ["id"]}, {"task": "t*"}]', "rule 1: 'fields' is missing"),
+        ('[{"task": "t", "fields": []}]', "rule 0: 'fields' must be a non-empty list"),
+        ('[{"task": "t", "fields": "id"}]', "rule 0: 'fields' must be a non-empty list"),
+        ('[{"task": "t", "fields": ["id", ""]}]', "rule 0: every field name must be"),
+        ('[{"task": "t", "fields": ["id", "id"]}]', "rule 0: 'fields' names a field twice"),
+        ('[{"table": "t", "fields": ["id"]}]', "rule 0: unknown key 'table'"),
+        ('[{"agent": 7, "fields": ["id"]}]', "rule 0: 'agent' must be a non-empty glob"),
+        ('[{"task": "", "fields": ["id"]}]', "rule 0: 'task' must be a non-empty glob"),
+    ],
+)
+def test_bad_row_key_rule_is_named_by_position(raw, problem):
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_env({**KEYS, "ROW_KEY_RULES": raw})
+    assert set(raised.value.problems) == {"ROW_KEY_RULES"}
+    assert problem in raised.value.problems["ROW_KEY_RULES"]

@@ -3,6 +3,7 @@
 import pytest
 
 from app import ingest, rows
+from app.config import RowKeyRule
 
 
 def test_single_field_key_is_the_value_as_text():
@@ -52,3 +53,34 @@ def test_encode_events_gives_triples_and_the_highest_index():
 )
 def test_encode_each_equals_encoding_one_by_one(values):
     assert rows.encode_each(values) == [rows.encode(v) for v in values]
+
+
+RULES = (
+    RowKeyRule(fields=("order_id",), task="mysql-orders*"),
+    RowKeyRule(fields=("order_id", "line_no"), agent="agent-eu-*", task="*items*"),
+    RowKeyRule(fields=("sku",), agent="agent-eu-*"),
+)
+
+
+@pytest.mark.parametrize(
+    ("agent_id", "task_id", "fields"),
+    [
+        ("agent-us-1", "mysql-orders", ("order_id",)),
+        ("agent-eu-1", "mysql-orders-2", ("order_id",)),  # the first match wins
+        ("agent-eu-1", "pg-order-items", ("order_id", "line_no")),
+        ("agent-eu-1", "products", ("sku",)),  # no task glob: any task
+        ("agent-us-1", "pg-order-items", ("id",)),  # no match: ROW_KEY_FIELDS
+        ("agent-us-1", "MYSQL-ORDERS", ("id",)),  # globs are case-sensitive
+    ],
+)
+def test_first_matching_rule_gives_the_row_key_fields(agent_id, task_id, fields):
+    assert rows.key_fields_resolver(RULES, ("id",))(agent_id, task_id) == fields
+
+
+def test_row_key_fields_are_resolved_once_per_stream():
+    resolve = rows.key_fields_resolver(RULES, ("id",))
+    for _ in range(3):
+        resolve("agent-eu-1", "pg-order-items")
+    resolve("agent-us-1", "users")
+    info = resolve.cache_info()
+    assert (info.misses, info.hits, info.maxsize) == (2, 2, rows.MAX_CACHED_STREAMS)
