@@ -4,7 +4,7 @@ import os
 
 from flask import Flask
 
-from . import auth, errors, logs, metrics, spec
+from . import auth, errors, logs, metrics, rows, spec
 from .auth import Authenticator
 from .config import Settings
 from .jsonio import OrjsonProvider
@@ -41,7 +41,10 @@ def register_state(app: Flask, settings: Settings, redis) -> None:
     app.extensions["fusink"] = State(
         settings=settings,
         authenticator=Authenticator(settings),
-        batch_schema=BatchSchema(settings.row_key_fields, settings.max_batch_events),
+        batch_schema=BatchSchema(
+            rows.key_fields_resolver(settings.row_key_rules, settings.row_key_fields),
+            settings.max_batch_events,
+        ),
         store=Store(redis, settings) if redis is not None else None,
     )
 

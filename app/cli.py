@@ -113,7 +113,7 @@ def list_command(limit: int | None, as_json: bool) -> None:
 @click.argument("task_id")
 @json_option
 def show_command(agent_id: str, task_id: str, as_json: bool) -> None:
-    """Show one stream: checkpoint, counters, snapshot state, Redis keys."""
+    """Show one stream: checkpoint, counters, row-key fields, snapshot state, Redis keys."""
     stream = stream_schema.dump(_known_stream(cli_store(), agent_id, task_id))
     if as_json:
         click.echo(json.dumps(stream, ensure_ascii=False, indent=2))
@@ -127,6 +127,7 @@ def show_command(agent_id: str, task_id: str, as_json: bool) -> None:
         ("events", str(stream["events"])),
         ("batches", str(stream["batches"])),
         ("rows", str(stream["rows"])),
+        ("row_key_fields", _text(stream["row_key_fields"] and ", ".join(stream["row_key_fields"]))),
     ]
     for name, value in stream["snapshot"].items():
         shown = _time(value) if name.endswith("_at") else _text(value)

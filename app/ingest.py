@@ -4,24 +4,40 @@ import time
 
 from . import rows
 from .config import Settings
-from .store import BatchResult, Store
+from .errors import ApiError
+from .store import BatchResult, RowKeyConflict, Store
 
 
 def apply(batch: dict, store: Store, settings: Settings) -> BatchResult:
-    """Store a batch validated by BatchSchema; return what the agent is told."""
-    triples, max_index = encode_events(batch["events"], settings.row_key_fields)
+    """Store a batch validated by BatchSchema; return what the agent is told.
+
+    Raises:
+        ApiError: 409 when the stream was keyed by other row-key fields; nothing is written.
+    """
+    key_fields = batch["row_key_fields"]
+    triples, max_index = encode_events(batch["events"], key_fields)
     agent_id, task_id = batch["agent_id"], batch["task_id"]
     now_ms = time.time_ns() // 1_000_000
     store.list_stream(agent_id, task_id, now_ms)
-    return store.apply_batch(
-        agent_id,
-        task_id,
-        triples,
-        str(max_index) if max_index >= 0 else "",
-        suggested=batch["snapshot_sync_suggested"],
-        snapshot_end=batch["is_snapshot_end"],
-        now_ms=now_ms,
-    )
+    try:
+        return store.apply_batch(
+            agent_id,
+            task_id,
+            triples,
+            str(max_index) if max_index >= 0 else "",
+            suggested=batch["snapshot_sync_suggested"],
+            snapshot_end=batch["is_snapshot_end"],
+            now_ms=now_ms,
+            key_fields=key_fields,
+        )
+    except RowKeyConflict as conflict:
+        raise ApiError(
+            409,
+            f"Stream {agent_id!r}/{task_id!r} is keyed by {', '.join(conflict.recorded)}, "
+            f"but ROW_KEY_RULES/ROW_KEY_FIELDS now key it by {', '.join(key_fields)}. "
+            "Drop the stream (flask streams drop, or DELETE /streams/{agent_id}/{task_id}) "
+            "to re-key it: the agent then starts over.",
+        ) from None
 
 
 def encode_events(events: list, key_fields: tuple[str, ...]) -> tuple[list, int]:

@@ -27,6 +27,9 @@ ERROR_DESCRIPTIONS = {
     401: "Missing or invalid credentials.",
     403: "The credentials lack the scope, or may not access this agent.",
     404: "Not found.",
+    409: "The stream's recorded row-key fields (`row_key_fields`) differ from those "
+    "ROW_KEY_RULES or ROW_KEY_FIELDS give it now; nothing was written. Drop the stream "
+    "to re-key it.",
     413: "Request body over MAX_CONTENT_LENGTH.",
     415: "Request body is not JSON.",
     422: "Invalid batch; `errors` names each bad field by path.",
@@ -34,7 +37,8 @@ ERROR_DESCRIPTIONS = {
 }
 ROW_KEY_FIELD = {
     "oneOf": [{"type": "string", "minLength": 1}, {"type": "integer"}],
-    "description": "A row-key field (ROW_KEY_FIELDS): a non-empty string or an integer.",
+    "description": "A row-key field (ROW_KEY_FIELDS, or the stream's ROW_KEY_RULES entry): "
+    "a non-empty string or an integer.",
 }
 SCHEMAS = (
     schemas.BatchEventSchema,
@@ -93,10 +97,15 @@ def build(app: Flask) -> dict:
         spec.components.security_scheme(name, scheme)
     for schema in SCHEMAS:
         spec.components.schema(_schema_name(schema), schema=schema)
-    # ROW_KEY_FIELDS and MAX_BATCH_EVENTS are settings: the batch schema learns them here.
+    # The row-key fields and MAX_BATCH_EVENTS are settings: the batch schema learns them
+    # here. With ROW_KEY_RULES an event requires the fields every stream's key has.
     event = spec.components.schemas[_schema_name(schemas.BatchEventSchema)]
-    event["required"] = list(settings.row_key_fields)
-    event["properties"].update(dict.fromkeys(settings.row_key_fields, ROW_KEY_FIELD))
+    key_shapes = [settings.row_key_fields, *(rule.fields for rule in settings.row_key_rules)]
+    required = [name for name in key_shapes[0] if all(name in shape for shape in key_shapes)]
+    if required:
+        event["required"] = required
+    for shape in key_shapes:
+        event["properties"].update(dict.fromkeys(shape, ROW_KEY_FIELD))
     events = spec.components.schemas[_schema_name(schemas.BatchSchema)]["properties"]["events"]
     events["items"] = {"$ref": f"#/components/schemas/{_schema_name(schemas.BatchEventSchema)}"}
     events["maxItems"] = settings.max_batch_events

@@ -7,9 +7,11 @@
 -- ARGV[4] snapshot suggested (0/1)   ARGV[5] SNAPSHOT_ON_SUGGEST (0/1)
 -- ARGV[6] is_snapshot_end: 0, 1 (end; complete the snapshot), 2 (end; SNAPSHOT_PRUNE: prune)
 -- ARGV[7] agent_id   ARGV[8] task_id   ARGV[9..] row key, index ('' if none), json triples
+-- ARGV[#ARGV] (last) the row-key fields of the batch's keys, a compact JSON list
 -- Returns {checkpoint ('' if none), snapshot_needed (0/1), rows written, rows skipped,
 --   snapshot state after the batch ('pruning': prune_step.lua has work to do),
---   snapshot ended (1: this batch's end marker ended a running snapshot)}
+--   snapshot ended (1: this batch's end marker ended a running snapshot)},
+--   or {'row_key_conflict', the stream's recorded row-key fields}, having written nothing
 
 -- Indexes are canonical decimal strings: Lua numbers are doubles and cannot tell
 -- 2^63-1 from 2^63-2, so compare by length, then lexically.
@@ -20,6 +22,18 @@ local function at_least(a, b)
 end
 
 local CHUNK = 1000  -- values per unpack; Redis refuses about 8,000
+
+-- Row-key fields: a stream keeps those of its first batch (one written before they
+-- were recorded adopts the batch's); a batch keyed otherwise would mix two key shapes
+-- in the rows hash, so it is refused before anything is written.
+local key_fields = ARGV[#ARGV]
+local recorded_fields = redis.call('HGET', KEYS[1], 'row_key_fields')
+if recorded_fields and recorded_fields ~= key_fields then
+  return {'row_key_conflict', recorded_fields}
+end
+if not recorded_fields then
+  redis.call('HSET', KEYS[1], 'row_key_fields', key_fields)
+end
 
 local now, batch_max, count = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local state = redis.call('HMGET', KEYS[1], 'index', 'snapshot_state', 'snapshot_generation',

@@ -19,14 +19,15 @@ sync_status = schemas.SyncStatusSchema()
     ["fuagent"],
     body=schemas.BatchSchema,
     response=schemas.IngestResultSchema,
-    errors=(400, 413, 415, 422, 503),
+    errors=(400, 409, 413, 415, 422, 503),
 )
 @require("ingest")
 def ingest_batch():
     """Ingest one batch of change events.
 
     Rows are upserted by row key in index order; the stream's checkpoint becomes
-    the highest index stored. The whole batch is applied, or none of it.
+    the highest index stored. The whole batch is applied, or none of it. A stream
+    keeps the row-key fields of its first batch: a batch keyed otherwise is 409.
     """
     batch = get_state().batch_schema.load(request.get_json())
     g.principal.check_agent(batch["agent_id"])

@@ -2,10 +2,10 @@
 
 from .admin import StreamAdmin
 from .base import StoreUnavailable, unavailable_as_503
-from .ingest import BatchResult, IngestStore
+from .ingest import BatchResult, IngestStore, RowKeyConflict
 from .reads import StreamReads
 
-__all__ = ["BatchResult", "Store", "StoreUnavailable", "unavailable_as_503"]
+__all__ = ["BatchResult", "RowKeyConflict", "Store", "StoreUnavailable", "unavailable_as_503"]
 
 
 class Store(IngestStore, StreamReads, StreamAdmin):

@@ -6,6 +6,7 @@ import logging
 import time
 from dataclasses import dataclass
 
+import orjson
 import redis
 from redis.exceptions import AskError, MovedError
 
@@ -16,6 +17,7 @@ from .base import StoreBase, unavailable_as_503
 STREAM_INDEX_REFRESH_MS = 1000
 MAX_REMEMBERED_STREAMS = 10_000
 MEMORY_CHECK_INTERVAL_S = 1.0
+ROW_KEY_CONFLICT = "row_key_conflict"  # ingest_batch.lua's reply to a batch keyed otherwise
 
 log = logging.getLogger("fusink.store")
 
@@ -32,6 +34,14 @@ class BatchResult:
     snapshot_ended: bool = False  # its end marker ended a running snapshot (not a replay)
 
 
+class RowKeyConflict(Exception):
+    """The stream recorded other row-key fields than the batch's; nothing was written."""
+
+    def __init__(self, recorded: tuple[str, ...]):
+        super().__init__(f"the stream is keyed by {', '.join(recorded)}")
+        self.recorded = recorded
+
+
 class IngestStore(StoreBase):
     """Applying batches and answering the status call."""
 
@@ -45,15 +55,19 @@ class IngestStore(StoreBase):
         suggested: bool,
         snapshot_end: bool,
         now_ms: int,
+        key_fields: tuple[str, ...] = ("id",),
     ) -> BatchResult:
         """Apply one batch in one script call.
 
         Args:
             triples: flat list of row key, index ('' if none), compact JSON.
             max_index: the batch's highest index as a decimal string, '' if none.
+            key_fields: the row-key fields of the triples' keys; a stream records
+                them with its first batch (`row_key_fields`).
         Returns:
             BatchResult with the checkpoint after the batch.
         Raises:
+            RowKeyConflict: the stream recorded other row-key fields.
             StoreUnavailable: Redis cannot take the batch now, is above
                 MEMORY_HIGH_WATERMARK, or fewer than WAIT_REPLICAS replicas
                 acknowledged the batch in time (it may be applied; a replay is a no-op).
@@ -70,10 +84,14 @@ class IngestStore(StoreBase):
             agent_id,
             task_id,
             *triples,
+            orjson.dumps(key_fields).decode(),
         ]
         with unavailable_as_503(), metrics.time_script("ingest_batch"):
             self._check_memory(stream_keys[0])
-            checkpoint, needed, written, skipped, state, ended = self._run_ingest(stream_keys, args)
+            reply = self._run_ingest(stream_keys, args)
+        if reply[0] == ROW_KEY_CONFLICT:
+            raise RowKeyConflict(tuple(orjson.loads(reply[1])))
+        checkpoint, needed, written, skipped, state, ended = reply
         return BatchResult(
             checkpoint=int(checkpoint) if checkpoint else None,
             snapshot_needed=needed == 1,

@@ -1,6 +1,7 @@
 """`flask streams ...`: tables, --json, unknown streams, confirmations."""
 
 import json
+import re
 
 from app.cli import streams_command
 from tests.conftest import batch
@@ -44,6 +45,7 @@ def test_show_prints_the_stream_and_its_keys(agent, runner):
     assert result.exit_code == 0, result.output
     shown = dict(line.split(None, 1) for line in result.output.splitlines() if "key" not in line)
     assert (shown["checkpoint"], shown["rows"], shown["snapshot.state"]) == ("12", "3", "none")
+    assert re.search(r"^row_key_fields +id$", result.output, re.MULTILINE)
     assert "fusink:{agent-1:orders}:rows" in result.output
     shown = json.loads(
         runner.invoke(streams_command, ["show", "agent-1", "orders", "--json"]).output

@@ -81,6 +81,7 @@ def test_stream_shows_checkpoint_counters_and_snapshot_state(agent, client):
         "events": 2,
         "batches": 1,
         "rows": 2,
+        "row_key_fields": ["id"],
         "snapshot": {"state": "none", "generation": 0, "deferred": False},
     }
 
