@@ -38,13 +38,12 @@ def register_state(app: Flask, settings: Settings, redis) -> None:
     """Settings, JSON provider, body limit, and the State the views read."""
     app.json = OrjsonProvider(app)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_content_length
+    key_fields_for = rows.key_fields_resolver(settings.row_key_rules, settings.row_key_fields)
     app.extensions["fusink"] = State(
         settings=settings,
         authenticator=Authenticator(settings),
-        batch_schema=BatchSchema(
-            rows.key_fields_resolver(settings.row_key_rules, settings.row_key_fields),
-            settings.max_batch_events,
-        ),
+        batch_schema=BatchSchema(key_fields_for, settings.max_batch_events),
+        key_fields_for=key_fields_for,
         store=Store(redis, settings) if redis is not None else None,
     )
 

@@ -1,22 +1,26 @@
 """The ingest use case: a validated batch -> one Store call -> the agent's answer."""
 
 import time
+from collections.abc import Callable
 
 from . import rows
-from .config import Settings
 from .errors import ApiError
 from .store import BatchResult, RowKeyConflict, Store
 
 
-def apply(batch: dict, store: Store, settings: Settings) -> BatchResult:
+def apply(
+    batch: dict, store: Store, key_fields_for: Callable[[str, str], tuple[str, ...]]
+) -> BatchResult:
     """Store a batch validated by BatchSchema; return what the agent is told.
+
+    `key_fields_for` gives a stream's row-key fields: the same the schema checked.
 
     Raises:
         ApiError: 409 when the stream was keyed by other row-key fields; nothing is written.
     """
-    key_fields = batch["row_key_fields"]
-    triples, max_index = encode_events(batch["events"], key_fields)
     agent_id, task_id = batch["agent_id"], batch["task_id"]
+    key_fields = key_fields_for(agent_id, task_id)
+    triples, max_index = encode_events(batch["events"], key_fields)
     now_ms = time.time_ns() // 1_000_000
     store.list_stream(agent_id, task_id, now_ms)
     try:

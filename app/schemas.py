@@ -8,7 +8,6 @@ from marshmallow import (
     Schema,
     ValidationError,
     fields,
-    post_load,
     pre_dump,
     validate,
 )
@@ -123,14 +122,6 @@ class BatchSchema(Schema):
         if key_fields_for is not None:
             events.key_fields_for = key_fields_for
         events.max_events = max_events
-
-    @post_load
-    def add_row_key_fields(self, batch: dict, **kwargs) -> dict:
-        """The fields the events were checked for, which key their rows."""
-        batch["row_key_fields"] = self.fields["events"].key_fields_for(
-            batch["agent_id"], batch["task_id"]
-        )
-        return batch
 
 
 class IngestResultSchema(Schema):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from flask import current_app
@@ -19,6 +20,7 @@ class State:
     settings: Settings
     authenticator: Authenticator
     batch_schema: BatchSchema
+    key_fields_for: Callable[[str, str], tuple[str, ...]]  # a stream's row-key fields
     store: Store | None = None
     spec_bytes: bytes = b""
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)

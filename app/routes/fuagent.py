@@ -36,7 +36,7 @@ def ingest_batch():
         "task_id": batch["task_id"],
         "events": len(batch["events"]),
     }
-    result = ingest.apply(batch, get_store(), get_settings())
+    result = ingest.apply(batch, get_store(), get_state().key_fields_for)
     if result.snapshot_state == "pruning":
         # The end of a snapshot prunes for a bounded time here; other batches take one
         # step, so a prune left by a dead process resumes.
