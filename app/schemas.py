@@ -2,15 +2,7 @@
 
 import json
 
-from marshmallow import (
-    EXCLUDE,
-    INCLUDE,
-    Schema,
-    ValidationError,
-    fields,
-    pre_dump,
-    validate,
-)
+from marshmallow import EXCLUDE, INCLUDE, Schema, ValidationError, fields, pre_dump, validate
 
 from . import keys, rows
 
