@@ -27,6 +27,7 @@ ERROR_DESCRIPTIONS = {
     401: "Missing or invalid credentials.",
     403: "The credentials lack the scope, or may not access this agent.",
     404: "Not found.",
+    410: "The change feed no longer holds every entry after `after`: re-read the rows.",
     413: "Request body over MAX_CONTENT_LENGTH.",
     415: "Request body is not JSON.",
     422: "Invalid batch; `errors` names each bad field by path.",
@@ -50,6 +51,8 @@ SCHEMAS = (
     schemas.RowEntrySchema,
     schemas.RowPageSchema,
     schemas.DroppedStreamSchema,
+    schemas.ChangeSchema,
+    schemas.ChangePageSchema,
 )
 
 

@@ -70,6 +70,7 @@ class IngestStore(StoreBase):
             agent_id,
             task_id,
             *triples,
+            self.change_feed_maxlen,
         ]
         with unavailable_as_503(), metrics.time_script("ingest_batch"):
             self._check_memory(stream_keys[0])

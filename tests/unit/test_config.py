@@ -136,3 +136,12 @@ def test_wait_timeout_must_fit_in_the_redis_timeout():
         Settings.from_env(env)
     assert set(raised.value.problems) == {"WAIT_TIMEOUT_MS"}
     assert Settings.from_env({**env, "WAIT_TIMEOUT_MS": "500"}).wait_timeout_ms == 500
+
+
+def test_change_feed_is_off_unless_given_a_length():
+    assert Settings.from_env(KEYS).change_feed_maxlen == 0
+    assert Settings.from_env({**KEYS, "CHANGE_FEED_MAXLEN": "100000"}).change_feed_maxlen == 100_000
+    for bad in ("-1", "lots"):
+        with pytest.raises(ConfigError) as raised:
+            Settings.from_env({**KEYS, "CHANGE_FEED_MAXLEN": bad})
+        assert set(raised.value.problems) == {"CHANGE_FEED_MAXLEN"}
