@@ -65,6 +65,7 @@ class Settings:
     missing_checkpoint: str = "404"
     spec_file: str | None = None
     metrics_token: str | None = None  # None: /metrics is public
+    change_feed_maxlen: int = 0  # 0: no change feed
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], *, serving: bool = True) -> Settings:
@@ -304,4 +305,5 @@ _COERCERS: dict[str, Callable[[str], object]] = {
     "missing_checkpoint": _missing_checkpoint,
     "spec_file": str,
     "metrics_token": _metrics_token,
+    "change_feed_maxlen": _whole_number,
 }

@@ -15,12 +15,13 @@ RETRY_AFTER_SECONDS = 1
 class ApiError(Exception):
     """An error with an HTTP status, raised by any code that serves a request."""
 
-    def __init__(self, code: int, message: str, *, errors=None, headers=None):
+    def __init__(self, code: int, message: str, *, errors=None, headers=None, extra=None):
         super().__init__(message)
         self.code = code
         self.message = message
         self.errors = errors
         self.headers = headers or {}
+        self.extra = extra or {}  # more fields of the body, documented in ApiErrorSchema
 
 
 class StoreUnavailable(Exception):
@@ -38,10 +39,11 @@ def flatten_errors(messages, path: str = "") -> dict[str, list[str]]:
     return {path or "_schema": [messages] if isinstance(messages, str) else list(messages)}
 
 
-def error_response(code: int, message: str, errors=None, headers=None):
+def error_response(code: int, message: str, errors=None, headers=None, extra=None):
     body = {"code": code, "status": HTTPStatus(code).phrase, "message": message}
     if errors:
         body["errors"] = errors
+    body.update(extra or {})
     request_id = g.get("request_id")
     if request_id:
         body["request_id"] = request_id
@@ -56,7 +58,7 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(ApiError)
     def api_error(exc: ApiError):
-        return error_response(exc.code, exc.message, exc.errors, exc.headers)
+        return error_response(exc.code, exc.message, exc.errors, exc.headers, exc.extra)
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):

@@ -39,6 +39,11 @@ def prune_lock_key(prefix: str, tag: str) -> str:
     return f"{prefix}:{tag}:prune-lock"
 
 
+def changes_key(prefix: str, tag: str) -> str:
+    """Stream: the change feed, one entry per row written or pruned (CHANGE_FEED_MAXLEN)."""
+    return f"{prefix}:{tag}:changes"
+
+
 def stream_keys(prefix: str, tag: str) -> list[str]:
     """Every key of one stream, in the order the scripts take them as KEYS."""
     return [
@@ -46,6 +51,7 @@ def stream_keys(prefix: str, tag: str) -> list[str]:
         rows_key(prefix, tag),
         row_meta_key(prefix, tag),
         prune_lock_key(prefix, tag),
+        changes_key(prefix, tag),
     ]
 
 

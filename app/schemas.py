@@ -1,6 +1,7 @@
 """Every marshmallow schema: request bodies, query strings and responses."""
 
 import json
+import re
 
 from marshmallow import EXCLUDE, INCLUDE, Schema, ValidationError, fields, pre_dump, validate
 
@@ -161,6 +162,13 @@ class ApiErrorSchema(Schema):
         metadata={"description": "Messages by field path, e.g. events.17.index."},
     )
     request_id = fields.String()
+    oldest_id = fields.String(
+        allow_none=True,
+        metadata={
+            "description": "410 from listChanges: the oldest change feed entry kept "
+            "(null when the feed is empty)."
+        },
+    )
 
 
 class HealthSchema(Schema):
@@ -322,3 +330,68 @@ class DroppedStreamSchema(Schema):
     agent_id = fields.String(required=True)
     task_id = fields.String(required=True)
     rows_deleted = fields.Integer(required=True)
+
+
+# `$`, or a Redis Stream entry id `ms-seq`; 19 digits keep each part below 2^64.
+CURSOR = re.compile(r"\$|[0-9]{1,19}-[0-9]{1,19}")
+
+
+def _check_cursor(value: str) -> None:
+    if not CURSOR.fullmatch(value):  # fullmatch: `$` would let a final newline in
+        raise ValidationError("Not an entry id such as 1700000000000-0, nor $.")
+
+
+class ChangeListQuerySchema(Schema):
+    """Which entries of a stream's change feed to read."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    limit = fields.Integer(
+        load_default=100, validate=validate.Range(1, 1000), metadata={"example": 100}
+    )
+    after = fields.String(
+        validate=_check_cursor,
+        metadata={
+            "description": "The entry id to read after: `next_cursor` of the previous "
+            "page, `0-0` for the very first entry, `$` for none (only `next_cursor`, the "
+            "feed's last id). Omitted: from the oldest entry kept.",
+            "example": "1700000000000-0",
+            "pattern": f"^({CURSOR.pattern})$",
+        },
+    )
+
+
+class ChangeSchema(Schema):
+    """One change feed entry: a row written (upsert) or deleted by a snapshot's prune."""
+
+    id = fields.String(
+        required=True, metadata={"description": "The Redis Stream entry id, `ms-seq`."}
+    )
+    op = fields.String(required=True, metadata={"enum": ["upsert", "delete"]})
+    key = fields.String(required=True, metadata={"description": "The row key."})
+    index = fields.Integer(
+        allow_none=True,
+        required=True,
+        metadata={
+            **INDEX,
+            "description": "upsert: the event's index (null when it had none); delete: "
+            "the index of the row deleted.",
+        },
+    )
+    row = fields.Nested(
+        RowSchema, metadata={"description": "upsert only: the row as stored, verbatim."}
+    )
+
+
+class ChangePageSchema(Schema):
+    """A page of a stream's change feed, oldest entry first."""
+
+    changes = fields.List(fields.Nested(ChangeSchema), required=True)
+    next_cursor = fields.String(
+        required=True,
+        metadata={
+            "description": "Pass as `after` for the entries that follow; never null: "
+            "a feed has no last page."
+        },
+    )

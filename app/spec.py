@@ -30,6 +30,7 @@ ERROR_DESCRIPTIONS = {
     409: "The stream's recorded row-key fields (`row_key_fields`) differ from those "
     "ROW_KEY_RULES or ROW_KEY_FIELDS give it now; nothing was written. Drop the stream "
     "to re-key it.",
+    410: "The change feed no longer holds every entry after `after`: re-read the rows.",
     413: "Request body over MAX_CONTENT_LENGTH.",
     415: "Request body is not JSON.",
     422: "Invalid batch; `errors` names each bad field by path.",
@@ -54,6 +55,8 @@ SCHEMAS = (
     schemas.RowEntrySchema,
     schemas.RowPageSchema,
     schemas.DroppedStreamSchema,
+    schemas.ChangeSchema,
+    schemas.ChangePageSchema,
 )
 
 

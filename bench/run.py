@@ -59,6 +59,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, help="gunicorn threads per worker")
     parser.add_argument("--redis-url", help="use this Redis instead of starting one")
     parser.add_argument(
+        "--change-feed-maxlen",
+        type=int,
+        default=0,
+        help="CHANGE_FEED_MAXLEN of fusink (0: no change feed); ingest phases get ' feed'",
+    )
+    parser.add_argument(
         "--only",
         type=lambda text: text.split(","),
         default=list(PHASES),
@@ -127,6 +133,7 @@ def fusink_server(args: argparse.Namespace, redis_url: str, log_path: Path):
     env = dict(os.environ, PORT=str(port), WEB_CONCURRENCY=str(args.workers))
     env.update(REDIS_URL=redis_url, API_KEYS=API_KEY, KEY_PREFIX=workload.PREFIX)
     env.pop("REDIS_CLUSTER_URL", None)
+    env["CHANGE_FEED_MAXLEN"] = str(args.change_feed_maxlen)
     options = []
     if args.worker_class:
         options += ["--worker-class", args.worker_class]
@@ -289,7 +296,21 @@ def ingest_phase(args, base_url: str, master, client, size: int, tmp: Path) -> d
             f"ingest-{size}: {used['scripts']} script calls for {sum(report['sent'])} batches"
         )
     problems += expected.problems(client, agent_id)
-    return summarize(f"ingest-{size}", size, report, used, problems)
+    phase = f"ingest-{size}"
+    if args.change_feed_maxlen:
+        phase += " feed"
+        problems += feed_problems(client, agent_id, queues)
+    return summarize(phase, size, report, used, problems)
+
+
+def feed_problems(client: redis.Redis, agent_id: str, queues: list[list]) -> list[str]:
+    """With the change feed on, every stream that got batches has a non-empty feed."""
+    tasks = {task_id for queue in queues for task_id, _, _ in queue}
+    return [
+        f"{agent_id}/{task_id}: empty change feed"
+        for task_id in sorted(tasks)
+        if not client.xlen(workload.key(agent_id, task_id, "changes"))
+    ]
 
 
 def status_phase(args, base_url: str, master, client) -> dict:
@@ -463,6 +484,7 @@ def main(argv: list[str] | None = None) -> int:
             "threads": args.threads,
             "wrk": f"-t{WRK_THREADS} -c{args.connections} -d{args.duration}s",
             "redis": "--redis-url" if args.redis_url else "own",
+            "change_feed_maxlen": args.change_feed_maxlen,
         },
         "phases": phases,
         "ratios": ratios(phases),

@@ -99,3 +99,14 @@ def redis_state(redis) -> dict:
         else:
             state[key] = kind
     return state
+
+
+def rows_from_feed(redis, feed_key: str) -> dict[str, str]:
+    """The rows a consumer holds after following the change feed from its start."""
+    held = {}
+    for _, entry in redis.xrange(feed_key):
+        if entry["op"] == "upsert":
+            held[entry["key"]] = entry["row"]
+        else:
+            del held[entry["key"]]  # a delete names a row the feed has upserted
+    return held

@@ -3,10 +3,12 @@
 -- stopped part-way (OOM) never leaves it ahead of the rows it covers.
 -- KEYS[1] checkpoint hash   KEYS[2] rows hash   KEYS[3] row-meta hash ("index" or "index:generation")
 -- KEYS[4] the prune lease: passed like every key of the stream, not used here
+-- KEYS[5] the change feed (a Redis Stream)
 -- ARGV[1] now_ms   ARGV[2] batch max index ('' if none)   ARGV[3] event count
 -- ARGV[4] snapshot suggested (0/1)   ARGV[5] SNAPSHOT_ON_SUGGEST (0/1)
 -- ARGV[6] is_snapshot_end: 0, 1 (end; complete the snapshot), 2 (end; SNAPSHOT_PRUNE: prune)
 -- ARGV[7] agent_id   ARGV[8] task_id   ARGV[9..] row key, index ('' if none), json triples
+-- ARGV[9 + 3 * count] (after the triples) CHANGE_FEED_MAXLEN ('0': no feed)
 -- ARGV[#ARGV] (last) the row-key fields of the batch's keys, a compact JSON list
 -- Returns {checkpoint ('' if none), snapshot_needed (0/1), rows written, rows skipped,
 --   snapshot state after the batch ('pruning': prune_step.lua has work to do),
@@ -36,6 +38,59 @@ if not recorded_fields then
 end
 
 local now, batch_max, count = ARGV[1], ARGV[2], tonumber(ARGV[3])
+
+-- Change feed: every write that changes a row is appended to KEYS[5], in the order
+-- of the events, after the rows are written. A write that repeats the row as it is
+-- (a replayed batch: same index, same JSON) appends nothing. With the feed off
+-- (`feed` false) none of this runs.
+local feed_maxlen = ARGV[9 + 3 * count]
+local feed = feed_maxlen ~= '0' and {} or false  -- ARGV positions of the writes to append
+local fed_at = {}  -- row key -> ARGV position of its last write in this batch
+local unsure = {}  -- positions whose write may repeat the stored row: compared before HSET
+
+local function note_write(i, key, stored_index)
+  local last = fed_at[key]
+  fed_at[key] = i
+  if last then
+    -- Written before in this batch: that write is the row now.
+    if ARGV[8 + 3 * i] ~= ARGV[8 + 3 * last] then feed[#feed + 1] = i end
+  elseif stored_index == false then
+    feed[#feed + 1] = i  -- a new row
+  elseif ARGV[7 + 3 * i] ~= '' and ARGV[7 + 3 * i] ~= stored_index then
+    feed[#feed + 1] = i  -- a higher index: the row's JSON carries it, so it changed
+  else
+    feed[#feed + 1] = i
+    unsure[#unsure + 1] = i
+  end
+end
+
+local function drop_repeats()
+  local repeats = {}
+  for first = 1, #unsure, CHUNK do
+    local last = math.min(first + CHUNK - 1, #unsure)
+    local row_keys = {}
+    for j = first, last do row_keys[#row_keys + 1] = ARGV[6 + 3 * unsure[j]] end
+    local rows = redis.call('HMGET', KEYS[2], unpack(row_keys))
+    for j = first, last do
+      if rows[j - first + 1] == ARGV[8 + 3 * unsure[j]] then repeats[unsure[j]] = true end
+    end
+  end
+  local kept = {}
+  for _, i in ipairs(feed) do
+    if not repeats[i] then kept[#kept + 1] = i end
+  end
+  feed = kept
+end
+
+local function append_changes()
+  for _, i in ipairs(feed) do
+    redis.call('XADD', KEYS[5], 'MAXLEN', '~', feed_maxlen, '*', 'op', 'upsert',
+      'key', ARGV[6 + 3 * i], 'index', ARGV[7 + 3 * i], 'row', ARGV[8 + 3 * i])
+  end
+  if #feed > 0 then
+    redis.call('HINCRBY', KEYS[1], 'changes_added', #feed)
+  end
+end
 local state = redis.call('HMGET', KEYS[1], 'index', 'snapshot_state', 'snapshot_generation',
   'prune_floor', 'snapshot_started_index')
 local checkpoint = state[1] or ''
@@ -128,6 +183,7 @@ if count > 0 then
       apply = current == '' or at_least(index, current)
     end
     if apply then
+      if feed then note_write(i, key, current) end
       latest[key] = index
       rows[n + 1] = key
       rows[n + 2] = ARGV[8 + 3 * i]
@@ -139,11 +195,13 @@ if count > 0 then
       skipped = skipped + 1
     end
   end
+  if feed and #unsure > 0 then drop_repeats() end
   for first = 1, n, CHUNK do
     local last = math.min(first + CHUNK - 1, n)
     redis.call('HSET', KEYS[2], unpack(rows, first, last))
     redis.call('HSET', KEYS[3], unpack(metas, first, last))
   end
+  if feed then append_changes() end
 end
 
 if batch_max ~= '' and (checkpoint == '' or not at_least(checkpoint, batch_max)) then

@@ -4,8 +4,11 @@
 -- writes during the prune survive it. Progress lives in the checkpoint hash, so any
 -- process can resume a prune another one left; the lease in KEYS[4] lets only one
 -- runner step at a time. The step that brings the cursor back to 0 completes it.
+-- With the change feed on, each deleted row is appended to it as op=delete.
 -- KEYS[1] checkpoint hash   KEYS[2] rows hash   KEYS[3] row-meta hash   KEYS[4] prune lease
+-- KEYS[5] the change feed (a Redis Stream)
 -- ARGV[1] HSCAN COUNT   ARGV[2] now_ms   ARGV[3] runner token   ARGV[4] lease ms
+-- ARGV[5] CHANGE_FEED_MAXLEN ('0': no feed)
 -- Returns {status, rows deleted by this step}; status is 'more', 'done' (completed by
 -- this step, or no prune pending) or 'busy' (another runner holds the lease)
 
@@ -25,7 +28,7 @@ redis.call('SET', KEYS[4], ARGV[3], 'PX', ARGV[4])
 local generation = tonumber(state[2])
 local scan = redis.call('HSCAN', KEYS[3], state[3] or '0', 'COUNT', ARGV[1])
 local cursor, entries = scan[1], scan[2]
-local doomed = {}
+local doomed, doomed_index = {}, {}
 for i = 1, #entries, 2 do
   local meta = entries[i + 1]
   local colon = string.find(meta, ':', 1, true)
@@ -33,6 +36,7 @@ for i = 1, #entries, 2 do
   local written_in = colon and tonumber(string.sub(meta, colon + 1)) or 0
   if written_in < generation then
     doomed[#doomed + 1] = entries[i]
+    doomed_index[#doomed] = colon and string.sub(meta, 1, colon - 1) or meta
   end
 end
 -- HSCAN may return a field twice; HDEL's count is of fields that existed, so the
@@ -44,6 +48,19 @@ for first = 1, #doomed, CHUNK do
   deleted = deleted + redis.call('HDEL', KEYS[3], unpack(doomed, first, last))
 end
 local total = redis.call('HINCRBY', KEYS[1], 'prune_deleted', deleted)
+-- Change feed: one delete entry per row deleted here, with the index it had.
+if ARGV[5] ~= '0' and #doomed > 0 then
+  local appended, seen = 0, {}
+  for j = 1, #doomed do
+    if not seen[doomed[j]] then
+      seen[doomed[j]] = true
+      appended = appended + 1
+      redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[5], '*', 'op', 'delete',
+        'key', doomed[j], 'index', doomed_index[j])
+    end
+  end
+  redis.call('HINCRBY', KEYS[1], 'changes_added', appended)
+end
 
 if cursor ~= '0' then
   redis.call('HSET', KEYS[1], 'prune_cursor', cursor)

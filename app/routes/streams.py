@@ -24,6 +24,7 @@ PATH_SAFE = "/%:@!$&'()*+,;=-._~"
 bp = Blueprint("streams", __name__)
 stream_query = schemas.StreamListQuerySchema()
 row_query = schemas.RowListQuerySchema()
+change_query = schemas.ChangeListQuerySchema()
 stream_page = schemas.StreamPageSchema()
 stream_schema = schemas.StreamSchema()
 dropped_stream = schemas.DroppedStreamSchema()
@@ -162,6 +163,52 @@ def get_row(agent_id: str, task_id: str, row_key: str):
     if row is None:
         raise ApiError(404, f"No row {row_key!r} in this stream.")
     return current_app.response_class(row.encode(), mimetype="application/json")
+
+
+@bp.get("/streams/<id:agent_id>/<id:task_id>/changes")
+@doc(
+    "listChanges",
+    ["streams"],
+    query=schemas.ChangeListQuerySchema,
+    response=schemas.ChangePageSchema,
+    errors=(400, 404, 410, 503),
+)
+@require("read")
+def list_changes(agent_id: str, task_id: str):
+    """Follow a stream's change feed: every row written, and every row a snapshot's
+    prune deleted, in the order Redis applied them.
+
+    Needs `CHANGE_FEED_MAXLEN` above 0 (otherwise the feed stays empty). Pass
+    `next_cursor` as `after` to read on; an empty page means nothing new yet. When the
+    feed was trimmed past `after`, the answer is 410 with `oldest_id`: re-read the rows,
+    then follow the feed from the id taken with `after=$` before that read.
+    """
+    g.principal.check_agent(agent_id)
+    query = load_query(change_query)
+    page = get_store().list_changes(agent_id, task_id, query["limit"], query.get("after"))
+    if page is None:
+        raise _unknown(agent_id, task_id)
+    if page.trimmed:
+        raise ApiError(
+            410,
+            "The change feed no longer holds every entry after "
+            f"{query['after']!r}: re-read the rows, then follow the feed.",
+            extra={"oldest_id": page.oldest_id},
+        )
+    # Rows go out as stored, like listRows.
+    entries = b",".join(
+        b'{"id":"%s","op":"%s","key":%s,"index":%s%s}'
+        % (
+            entry.encode(),
+            fields["op"].encode(),
+            rows.encode(fields["key"]),
+            fields["index"].encode() or b"null",
+            b',"row":' + fields["row"].encode() if "row" in fields else b"",
+        )
+        for entry, fields in page.changes
+    )
+    body = b'{"changes":[%s],"next_cursor":"%s"}' % (entries, page.next_cursor.encode())
+    return current_app.response_class(body, mimetype="application/json")
 
 
 @bp.post("/streams/<id:agent_id>/<id:task_id>/snapshot")

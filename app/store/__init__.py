@@ -3,9 +3,16 @@
 from .admin import StreamAdmin
 from .base import StoreUnavailable, unavailable_as_503
 from .ingest import BatchResult, IngestStore, RowKeyConflict
-from .reads import StreamReads
+from .reads import ChangePage, StreamReads
 
-__all__ = ["BatchResult", "RowKeyConflict", "Store", "StoreUnavailable", "unavailable_as_503"]
+__all__ = [
+    "BatchResult",
+    "ChangePage",
+    "RowKeyConflict",
+    "Store",
+    "StoreUnavailable",
+    "unavailable_as_503",
+]
 
 
 class Store(IngestStore, StreamReads, StreamAdmin):

@@ -27,7 +27,8 @@ class StreamAdmin(StoreBase):
         stream_keys = keys.stream_keys(self.prefix, tag)
         with unavailable_as_503(), metrics.time_script("prune_step"):
             status, deleted = self.prune_step(
-                keys=stream_keys, args=[count, now_ms, token, lease_ms]
+                keys=stream_keys,
+                args=[count, now_ms, token, lease_ms, self.change_feed_maxlen],
             )
         return status, deleted
 

@@ -28,7 +28,14 @@ TRANSIENT_ERRORS = (
     ReadOnlyError,
     OutOfMemoryError,
 )
-SCRIPTS = ("ingest_batch", "prune_step", "drop_stream", "request_snapshot", "reset_checkpoint")
+SCRIPTS = (
+    "ingest_batch",
+    "prune_step",
+    "drop_stream",
+    "request_snapshot",
+    "reset_checkpoint",
+    "read_changes",
+)
 
 
 class StoreBase:
@@ -39,6 +46,7 @@ class StoreBase:
         self.prefix = settings.key_prefix
         self.snapshot_on_suggest = "1" if settings.snapshot_on_suggest else "0"
         self.snapshot_end = "2" if settings.snapshot_prune else "1"
+        self.change_feed_maxlen = str(settings.change_feed_maxlen)  # '0': no feed
         self._listed_at: dict[str, int] = {}  # stream tag -> when this process listed it
         self.wait_replicas = settings.wait_replicas
         self.wait_timeout_ms = settings.wait_timeout_ms

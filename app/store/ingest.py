@@ -84,6 +84,7 @@ class IngestStore(StoreBase):
             agent_id,
             task_id,
             *triples,
+            self.change_feed_maxlen,
             orjson.dumps(key_fields).decode(),
         ]
         with unavailable_as_503(), metrics.time_script("ingest_batch"):

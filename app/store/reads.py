@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from .. import keys
 from .base import StoreBase, unavailable_as_503
 
 MAX_STREAMS_EXAMINED = 10_000  # per page of list_streams, for keys limited to agents
 MAX_ROW_SCANS = 16  # HSCAN calls per page of list_rows (sparse hashes answer few rows)
+FEED_START = "0-0"  # the cursor of a reader that has seen no entry yet
+FEED_END = "$"  # as a cursor: no entries, only the feed's last id
+
+
+@dataclass(frozen=True)
+class ChangePage:
+    """A page of a stream's change feed."""
+
+    changes: list[tuple[str, dict[str, str]]]  # (entry id, its fields)
+    next_cursor: str  # the `after` of the next page
+    trimmed: bool  # entries after the cursor are gone: the reader must re-read the rows
+    oldest_id: str | None  # the oldest entry kept (None: the feed is empty)
 
 
 class StreamReads(StoreBase):
@@ -138,3 +152,49 @@ class StreamReads(StoreBase):
         with unavailable_as_503():
             exists, row = pipe.execute()
         return bool(exists), row
+
+    def list_changes(self, agent_id: str, task_id: str, limit: int, after: str | None):
+        """A page of the stream's change feed after the entry id `after`, or None if
+        the stream is unknown.
+
+        Args:
+            after: an entry id, FEED_START, FEED_END (no entries: only learn the
+                last id) or None (from the oldest entry kept).
+        Returns:
+            ChangePage. Its `trimmed` is true when entries after `after` may have
+            been removed: `after` is older than the oldest entry kept and entries
+            were trimmed (or lost), or it is not an id of this feed (one from before
+            the stream was dropped). A cursor on the very last entry trimmed counts
+            as trimmed too: nothing tells it from an older one.
+        Raises:
+            StoreUnavailable: Redis did not answer.
+        """
+        tag = keys.stream_tag(agent_id, task_id)
+        feed_keys = [keys.checkpoint_key(self.prefix, tag), keys.changes_key(self.prefix, tag)]
+        start = "-" if after is None else "" if after == FEED_END else "(" + after
+        with unavailable_as_503():
+            known, added, kept, first, last, page = self.read_changes(
+                keys=feed_keys, args=[start, limit]
+            )
+        if not known:
+            return None
+        changes = [
+            (entry, dict(zip(fields[::2], fields[1::2], strict=True))) for entry, fields in page
+        ]
+        trimmed = False
+        if after not in (None, FEED_END):
+            older = not first or _entry_id(after) < _entry_id(first)
+            trimmed = older and (after != FEED_START or added > kept)
+        if changes:
+            following = changes[-1][0]
+        elif after not in (None, FEED_END):
+            following = after
+        else:
+            following = last or FEED_START
+        return ChangePage(changes, following, trimmed, first or None)
+
+
+def _entry_id(text: str) -> tuple[int, int]:
+    """A Redis Stream entry id `ms-seq` as numbers, for comparing."""
+    ms, _, seq = text.partition("-")
+    return int(ms), int(seq)

@@ -105,3 +105,37 @@ def test_wait_replicas_goes_to_the_master_of_the_stream(cluster_url: str) -> Non
         assert cluster.hget(keys.checkpoint_key("fusink", tag), "index") == "5"
     finally:
         cluster.close()
+
+
+def test_change_feed_lives_in_the_stream_slot(
+    cluster_url: str, redis_cluster: ClusterServers
+) -> None:
+    """The feed key hashes to its stream's slot: the ingest and prune scripts, which
+    take it in KEYS with the rest of the stream, run on one master."""
+    settings = Settings(
+        redis_cluster_url=cluster_url,
+        api_keys=(Credential("key#0", API_KEY),),
+        change_feed_maxlen=1000,
+    )
+    app = create_app(settings)
+    client = app.test_client()
+    headers = {"x-api-key": API_KEY}
+    cluster = app.extensions["fusink"].get_store().client
+    seed = redis.Redis("127.0.0.1", redis_cluster.servers[0].port)
+    try:
+        for task_id in ("orders", "users", "items"):
+            tag = keys.stream_tag("agent-1", task_id)
+            names = keys.stream_keys("fusink", tag)
+            assert len({seed.execute_command("CLUSTER KEYSLOT", name) for name in names}) == 1
+            body = {"agent_id": "agent-1", "task_id": task_id, "events": [{"id": 1, "index": 5}]}
+            assert client.post("/ingest-batch", json=body, headers=headers).status_code == 200
+            reply = client.get(f"/streams/agent-1/{task_id}/changes", headers=headers)
+            assert [c["key"] for c in reply.get_json()["changes"]] == ["1"]
+            node = cluster.get_node_from_key(keys.checkpoint_key("fusink", tag))
+            with redis.Redis(node.host, node.port, decode_responses=True) as owner:
+                assert owner.xlen(keys.changes_key("fusink", tag)) == 1
+            assert client.delete(f"/streams/agent-1/{task_id}", headers=headers).status_code == 200
+            assert cluster.exists(keys.changes_key("fusink", tag)) == 0
+    finally:
+        seed.close()
+        cluster.close()

@@ -172,3 +172,12 @@ def test_bad_row_key_rule_is_named_by_position(raw, problem):
         Settings.from_env({**KEYS, "ROW_KEY_RULES": raw})
     assert set(raised.value.problems) == {"ROW_KEY_RULES"}
     assert problem in raised.value.problems["ROW_KEY_RULES"]
+
+
+def test_change_feed_is_off_unless_given_a_length():
+    assert Settings.from_env(KEYS).change_feed_maxlen == 0
+    assert Settings.from_env({**KEYS, "CHANGE_FEED_MAXLEN": "100000"}).change_feed_maxlen == 100_000
+    for bad in ("-1", "lots"):
+        with pytest.raises(ConfigError) as raised:
+            Settings.from_env({**KEYS, "CHANGE_FEED_MAXLEN": bad})
+        assert set(raised.value.problems) == {"CHANGE_FEED_MAXLEN"}

@@ -266,6 +266,7 @@ def test_every_streams_operation_is_in_the_spec(app):
             "getStream",
             "listRows",
             "getRow",
+            "listChanges",
             "requestSnapshot",
             "deleteStream",
         )
@@ -274,6 +275,7 @@ def test_every_streams_operation_is_in_the_spec(app):
         "getStream": ("get", "/streams/{agent_id}/{task_id}"),
         "listRows": ("get", "/streams/{agent_id}/{task_id}/rows"),
         "getRow": ("get", "/streams/{agent_id}/{task_id}/rows/{row_key}"),
+        "listChanges": ("get", "/streams/{agent_id}/{task_id}/changes"),
         "requestSnapshot": ("post", "/streams/{agent_id}/{task_id}/snapshot"),
         "deleteStream": ("delete", "/streams/{agent_id}/{task_id}"),
     }
