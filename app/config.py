@@ -65,6 +65,7 @@ class Settings:
     missing_checkpoint: str = "404"
     spec_file: str | None = None
     metrics_token: str | None = None  # None: /metrics is public
+    ui_stale_after_s: float = 300.0  # /ui/ highlights streams not updated for longer
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], *, serving: bool = True) -> Settings:
@@ -304,4 +305,5 @@ _COERCERS: dict[str, Callable[[str], object]] = {
     "missing_checkpoint": _missing_checkpoint,
     "spec_file": str,
     "metrics_token": _metrics_token,
+    "ui_stale_after_s": _positive_float,
 }

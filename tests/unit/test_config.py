@@ -172,3 +172,12 @@ def test_bad_row_key_rule_is_named_by_position(raw, problem):
         Settings.from_env({**KEYS, "ROW_KEY_RULES": raw})
     assert set(raised.value.problems) == {"ROW_KEY_RULES"}
     assert problem in raised.value.problems["ROW_KEY_RULES"]
+
+
+def test_ui_stale_after_is_a_positive_number_of_seconds():
+    assert Settings.from_env(KEYS).ui_stale_after_s == 300
+    assert Settings.from_env({**KEYS, "UI_STALE_AFTER_S": "90"}).ui_stale_after_s == 90
+    for bad in ("0", "-5", "soon"):
+        with pytest.raises(ConfigError) as raised:
+            Settings.from_env({**KEYS, "UI_STALE_AFTER_S": bad})
+        assert set(raised.value.problems) == {"UI_STALE_AFTER_S"}
