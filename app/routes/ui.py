@@ -93,6 +93,7 @@ def stream_page():
         "ui/stream.html",
         stream=stream,
         stored={k: v for k, v in sorted(state.items()) if k not in ADDED_FIELDS},
+        # Recorded per stream in its checkpoint hash, whether or not the schema shapes it.
         row_key_fields=stream.get("row_key_fields", state.get("row_key_fields")),
         checkpoint_key=keys.checkpoint_key(get_settings().key_prefix, state["tag"]),
         rows=rows,
@@ -103,12 +104,13 @@ def stream_page():
 
 
 def register(app: Flask) -> None:
-    """Mount /ui/ with its stylesheet, every response under the pages' security headers."""
+    """Mount /ui/ and its stylesheet."""
     app.register_blueprint(bp)
 
 
 @bp.after_request
 def security_headers(response):
+    """Every /ui/ response, errors and the stylesheet too, carries the pages' CSP."""
     response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["Referrer-Policy"] = "no-referrer"

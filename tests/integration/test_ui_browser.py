@@ -9,6 +9,7 @@ import urllib.error
 import urllib.request
 
 import pytest
+import redis
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.support.wait import WebDriverWait
@@ -109,9 +110,15 @@ def ingest(server, agent_id, task_id, *events, **flags):
     return reply.body
 
 
-@pytest.fixture
-def streams(server, real_redis):
-    """Four streams: plain, snapshot running, stale for two hours, and a hostile agent id."""
+@pytest.fixture(scope="module")
+def streams(server, redis_server):
+    """Four streams: plain, snapshot running, stale for two hours, and a hostile agent id.
+
+    Made once for the module: emptying Redis under the running server would leave
+    re-sent streams out of the index, which each worker refreshes at most once a second.
+    """
+    real_redis = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    real_redis.flushall()
     ingest(
         server, "agent-eu", "orders", *({"id": n, "total": n * 10, "index": n} for n in (1, 2, 3))
     )
@@ -127,6 +134,7 @@ def streams(server, real_redis):
     two_hours_ago = int(time.time() * 1000) - 2 * 3600 * 1000
     real_redis.hset(keys.checkpoint_key("fusink", tag), "updated_at", two_hours_ago)
     real_redis.zadd(keys.streams_key("fusink"), {tag: two_hours_ago})
+    real_redis.close()
 
 
 def test_the_operator_page_in_chromium(server, streams, browser):
