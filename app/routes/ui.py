@@ -93,8 +93,6 @@ def stream_page():
         "ui/stream.html",
         stream=stream,
         stored={k: v for k, v in sorted(state.items()) if k not in ADDED_FIELDS},
-        # Recorded per stream in its checkpoint hash, whether or not the schema shapes it.
-        row_key_fields=stream.get("row_key_fields", state.get("row_key_fields")),
         checkpoint_key=keys.checkpoint_key(get_settings().key_prefix, state["tag"]),
         rows=rows,
         next_cursor=next_cursor,

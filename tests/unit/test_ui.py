@@ -9,7 +9,7 @@ from html.parser import HTMLParser
 import pytest
 
 from app import create_app
-from app.config import Credential, Settings
+from app.config import Credential, RowKeyRule, Settings
 from tests.conftest import AgentActions, basic, batch
 
 READER = {"x-api-key": "reader"}
@@ -234,12 +234,20 @@ def test_the_stream_page_shows_its_state_and_pages_through_its_rows(agent, clien
     ]
 
 
-def test_the_stream_page_shows_row_key_fields_when_the_stream_records_them(agent, client, redis):
-    send(agent, "agent-1", "orders", {"id": 1})
-    query = stream_url("agent-1", "orders")
-    assert "Row-key fields" not in get_page(client, "/ui/stream", **query).visible()
-    redis.hset("fusink:{agent-1:orders}:checkpoint", "row_key_fields", "id,region")
-    assert "Row-key fields: id,region" in get_page(client, "/ui/stream", **query).visible()
+def test_the_stream_page_shows_the_row_key_fields_its_stream_recorded(settings, redis):
+    rule = RowKeyRule(fields=("id", "region"), task="orders")
+    client = create_app(replace(settings, row_key_rules=(rule,)), redis).test_client()
+    agent = AgentActions(client)
+    send(agent, "agent-1", "orders", {"id": 1, "region": "eu"})
+    send(agent, "agent-1", "users", {"id": 1})
+    orders = get_page(client, "/ui/stream", **stream_url("agent-1", "orders"))
+    assert "Row-key fields: id, region" in orders.visible()
+    users = get_page(client, "/ui/stream", **stream_url("agent-1", "users"))
+    assert "Row-key fields: id" in users.visible()
+    # A stream written before streams recorded their row-key fields shows none.
+    redis.hdel("fusink:{agent-1:users}:checkpoint", "row_key_fields")
+    users = get_page(client, "/ui/stream", **stream_url("agent-1", "users"))
+    assert "Row-key fields" not in users.visible()
 
 
 def test_a_completed_snapshot_shows_what_its_prune_did(agent, client):
