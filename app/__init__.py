@@ -8,7 +8,7 @@ from . import auth, errors, logs, metrics, rows, spec
 from .auth import Authenticator
 from .config import Settings
 from .jsonio import OrjsonProvider
-from .routes import fuagent, ops, streams
+from .routes import fuagent, ops, streams, ui
 from .schemas import BatchSchema
 from .state import State
 from .store import Store
@@ -29,6 +29,7 @@ def create_app(settings: Settings | None = None, redis=None) -> Flask:
     auth.register(app)
     fuagent.register(app)
     streams.register(app)
+    ui.register(app)
     app.register_blueprint(ops.bp)
     register_spec(app)
     return app

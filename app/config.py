@@ -66,6 +66,7 @@ class Settings:
     spec_file: str | None = None
     metrics_token: str | None = None  # None: /metrics is public
     change_feed_maxlen: int = 0  # 0: no change feed
+    ui_stale_after_s: float = 300.0  # /ui/ highlights streams not updated for longer
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], *, serving: bool = True) -> Settings:
@@ -306,4 +307,5 @@ _COERCERS: dict[str, Callable[[str], object]] = {
     "spec_file": str,
     "metrics_token": _metrics_token,
     "change_feed_maxlen": _whole_number,
+    "ui_stale_after_s": _positive_float,
 }

@@ -197,6 +197,13 @@ class RowListQuerySchema(StreamListQuerySchema):
     """Which page of a stream's rows to list."""
 
 
+class StreamViewQuerySchema(RowListQuerySchema):
+    """Which stream to show, and which page of its rows."""
+
+    agent_id = fields.String(**STREAM_ID)
+    task_id = fields.String(**STREAM_ID)
+
+
 class StreamSnapshotSchema(Schema):
     """A stream's snapshot state, read from its checkpoint hash."""
 

@@ -92,11 +92,7 @@ def list_streams():
     moves to the front, so a walk may miss it, but never lists one twice. A key
     limited to some agents sees only theirs (a page may then hold fewer than `limit`).
     """
-    query = load_query(stream_query)
-    after = _stream_cursor(query.get("cursor"))
-    found, following = get_store().list_streams(query["limit"], after, g.principal.agents)
-    cursor = None if following is None else _encode(f"{following[0]}:{following[1]}")
-    return stream_page.dump({"streams": found, "next_cursor": cursor})
+    return read_stream_page(load_query(stream_query))
 
 
 @bp.get("/streams/<id:agent_id>/<id:task_id>")
@@ -108,10 +104,7 @@ def get_stream(agent_id: str, task_id: str):
     Ids are percent-encoded path segments: the agent `a/b` is `a%2Fb`.
     """
     g.principal.check_agent(agent_id)
-    stream = _known_stream(agent_id, task_id)
-    if stream.get("snapshot_state") == "pruning":
-        snapshots.continue_prune(get_store(), agent_id, task_id, budget_s=0)
-    return stream_schema.dump(stream)
+    return stream_schema.dump(read_stream(agent_id, task_id))
 
 
 @bp.get("/streams/<id:agent_id>/<id:task_id>/rows")
@@ -131,18 +124,12 @@ def list_rows(agent_id: str, task_id: str):
     Each row is the stored JSON, verbatim.
     """
     g.principal.check_agent(agent_id)
-    query = load_query(row_query)
-    after = _row_cursor(query.get("cursor"))
-    listed = get_store().list_rows(agent_id, task_id, query["limit"], after)
-    if listed is None:
-        raise _unknown(agent_id, task_id)
-    page, following = listed
+    page, cursor = read_row_page(agent_id, task_id, load_query(row_query))
     # Rows go out as stored, so big integers and number forms survive unchanged.
     entries = b",".join(
         b'{"key":%s,"index":%s,"row":%s}' % (rows.encode(key), index.encode() or b"null", row)
         for key, index, row in ((k, i, r.encode()) for k, i, r in page)
     )
-    cursor = None if following is None else f"{following[0]}-{following[1]}"
     body = b'{"rows":[%s],"next_cursor":%s}' % (entries, rows.encode(cursor))
     return current_app.response_class(body, mimetype="application/json")
 
@@ -240,6 +227,34 @@ def delete_stream(agent_id: str, task_id: str):
     if dropped is None:
         raise _unknown(agent_id, task_id)
     return dropped_stream.dump({"agent_id": agent_id, "task_id": task_id, "rows_deleted": dropped})
+
+
+def read_stream_page(query: dict) -> dict:
+    """A page of the streams the principal may see, shaped as listStreams answers it."""
+    after = _stream_cursor(query.get("cursor"))
+    found, following = get_store().list_streams(query["limit"], after, g.principal.agents)
+    cursor = None if following is None else _encode(f"{following[0]}:{following[1]}")
+    return stream_page.dump({"streams": found, "next_cursor": cursor})
+
+
+def read_stream(agent_id: str, task_id: str) -> dict:
+    """The stream's stored state (404 if unknown); a pending prune takes a step."""
+    stream = _known_stream(agent_id, task_id)
+    if stream.get("snapshot_state") == "pruning":
+        snapshots.continue_prune(get_store(), agent_id, task_id, budget_s=0)
+    return stream
+
+
+def read_row_page(
+    agent_id: str, task_id: str, query: dict
+) -> tuple[list[tuple[str, str, str]], str | None]:
+    """([(row key, index or '', row JSON)], next_cursor) for listRows' query (404 if unknown)."""
+    after = _row_cursor(query.get("cursor"))
+    listed = get_store().list_rows(agent_id, task_id, query["limit"], after)
+    if listed is None:
+        raise _unknown(agent_id, task_id)
+    page, following = listed
+    return page, None if following is None else f"{following[0]}-{following[1]}"
 
 
 def register(app: Flask) -> None:

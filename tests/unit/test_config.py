@@ -181,3 +181,12 @@ def test_change_feed_is_off_unless_given_a_length():
         with pytest.raises(ConfigError) as raised:
             Settings.from_env({**KEYS, "CHANGE_FEED_MAXLEN": bad})
         assert set(raised.value.problems) == {"CHANGE_FEED_MAXLEN"}
+
+
+def test_ui_stale_after_is_a_positive_number_of_seconds():
+    assert Settings.from_env(KEYS).ui_stale_after_s == 300
+    assert Settings.from_env({**KEYS, "UI_STALE_AFTER_S": "90"}).ui_stale_after_s == 90
+    for bad in ("0", "-5", "soon"):
+        with pytest.raises(ConfigError) as raised:
+            Settings.from_env({**KEYS, "UI_STALE_AFTER_S": bad})
+        assert set(raised.value.problems) == {"UI_STALE_AFTER_S"}
