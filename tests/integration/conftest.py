@@ -416,6 +416,24 @@ def wait_until_healthy(server: Server, timeout: float = 30) -> None:
         time.sleep(0.1)
 
 
+def spawn_gunicorn(port: int, env: dict[str, str], log_path: Path, workers: int = 2) -> Server:
+    """Start `gunicorn wsgi:app` on port with env over a clean environment; don't wait."""
+    environ = {k: v for k, v in os.environ.items() if k not in APP_SETTINGS}
+    environ.update(PORT=str(port), WEB_CONCURRENCY=str(workers), **env)
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            # Each master would otherwise claim the same ~/.gunicorn socket.
+            [str(GUNICORN), "--no-control-socket", "wsgi:app"],
+            cwd=REPO_ROOT,
+            env=environ,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    return Server(f"http://127.0.0.1:{port}", port, process, log_path)
+
+
 @pytest.fixture(scope="module")
 def gunicorn_server(
     tmp_path_factory: pytest.TempPathFactory,
@@ -424,22 +442,8 @@ def gunicorn_server(
     started: list[Server] = []
 
     def start(env: dict[str, str], workers: int = 2) -> Server:
-        port = free_port()
         log_path = tmp_path_factory.mktemp("gunicorn") / "gunicorn.log"
-        environ = {k: v for k, v in os.environ.items() if k not in APP_SETTINGS}
-        environ.update(PORT=str(port), WEB_CONCURRENCY=str(workers), **env)
-        with log_path.open("wb") as log:
-            process = subprocess.Popen(
-                # Each master would otherwise claim the same ~/.gunicorn socket.
-                [str(GUNICORN), "--no-control-socket", "wsgi:app"],
-                cwd=REPO_ROOT,
-                env=environ,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        server = Server(f"http://127.0.0.1:{port}", port, process, log_path)
+        server = spawn_gunicorn(free_port(), env, log_path, workers=workers)
         started.append(server)
         wait_until_healthy(server)
         return server
