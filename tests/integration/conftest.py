@@ -420,10 +420,18 @@ def spawn_gunicorn(port: int, env: dict[str, str], log_path: Path, workers: int 
     """Start `gunicorn wsgi:app` on port with env over a clean environment; don't wait."""
     environ = {k: v for k, v in os.environ.items() if k not in APP_SETTINGS}
     environ.update(PORT=str(port), WEB_CONCURRENCY=str(workers), **env)
+    # Each master would otherwise claim the same ~/.gunicorn socket.
+    command = [str(GUNICORN), "--no-control-socket", "wsgi:app"]
+    return Server(
+        f"http://127.0.0.1:{port}", port, spawn_logged(command, environ, log_path), log_path
+    )
+
+
+def spawn_logged(command: list[str], environ: dict[str, str], log_path: Path) -> subprocess.Popen:
+    """Start command in the checkout, in its own session, its output to log_path."""
     with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            # Each master would otherwise claim the same ~/.gunicorn socket.
-            [str(GUNICORN), "--no-control-socket", "wsgi:app"],
+        return subprocess.Popen(
+            command,
             cwd=REPO_ROOT,
             env=environ,
             stdin=subprocess.DEVNULL,
@@ -431,7 +439,6 @@ def spawn_gunicorn(port: int, env: dict[str, str], log_path: Path, workers: int 
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    return Server(f"http://127.0.0.1:{port}", port, process, log_path)
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,7 @@ from .conftest import (
     Server,
     call,
     free_port,
+    spawn_logged,
     stop_process,
     wait_until_healthy,
 )
@@ -81,16 +82,7 @@ def service(environ: dict[str, str], workdir: Path) -> Iterator[Server]:
     port = free_port()
     command = serve_command().replace(":8000", f":{port}").replace(".venv/bin/", VENV_BIN)
     log_path = workdir / "gunicorn.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            ["bash", "-c", command],
-            cwd=REPO_ROOT,
-            env=environ,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    process = spawn_logged(["bash", "-c", command], environ, log_path)
     server = Server(f"http://127.0.0.1:{port}", port, process, log_path)
     try:
         wait_until_healthy(server)
