@@ -24,6 +24,8 @@ class MaxLengthStream(LimitedStream):
 
 
 class FusinkRequest(Request):
+    """Flask's request, with the two changes above."""
+
     @cached_property
     def stream(self):
         limit = self.max_content_length

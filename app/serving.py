@@ -40,6 +40,8 @@ def refuse_taken_ports(server) -> None:
     instance share silently; this probe binds without SO_REUSEPORT, so it fails
     while anything listens there.
     """
+    if server.master_pid:
+        return  # a USR2 re-exec: the old master's workers hold the port until they stop
     for address in server.cfg.address:
         if not isinstance(address, tuple):
             continue  # a unix socket path: a second bind fails on its own
