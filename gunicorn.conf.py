@@ -53,13 +53,11 @@ logconfig_dict = {
 
 
 def on_starting(server):
-    """Start the embedded Redis in the master, so every worker shares one."""
-    from app import embedded
-    from app.config import Settings
+    """Refuse a port another process listens on, start the embedded Redis (one for
+    every worker), and log where fusink listens."""
+    from app import serving
 
-    settings = Settings.from_env(os.environ, serving=False)
-    if not settings.redis_url and not settings.redis_cluster_url:
-        embedded.ensure_server(settings.embedded_redis_dir)
+    serving.start(server)
 
 
 def child_exit(server, worker):

@@ -6,6 +6,7 @@ from flask import Flask
 
 from . import auth, errors, logs, metrics, rows, spec
 from .auth import Authenticator
+from .bodies import FusinkRequest
 from .config import Settings
 from .jsonio import OrjsonProvider
 from .routes import fuagent, ops, streams, ui
@@ -36,8 +37,9 @@ def create_app(settings: Settings | None = None, redis=None) -> Flask:
 
 
 def register_state(app: Flask, settings: Settings, redis) -> None:
-    """Settings, JSON provider, body limit, and the State the views read."""
+    """Settings, JSON provider, request class, body limit, and the State the views read."""
     app.json = OrjsonProvider(app)
+    app.request_class = FusinkRequest
     app.config["MAX_CONTENT_LENGTH"] = settings.max_content_length
     key_fields_for = rows.key_fields_resolver(settings.row_key_rules, settings.row_key_fields)
     app.extensions["fusink"] = State(

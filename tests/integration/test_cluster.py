@@ -30,6 +30,7 @@ def node_keys(cluster: ClusterServers) -> dict[int, list[str]]:
     return found
 
 
+@pytest.mark.simulator
 def test_sim_with_eight_streams_passes_on_the_cluster(
     server: Server, cluster_url: str, redis_cluster: ClusterServers
 ) -> None:

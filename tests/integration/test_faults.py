@@ -11,6 +11,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
 import redis
 
 from app import keys
@@ -76,6 +77,7 @@ def test_frozen_then_restarted_redis_answers_503_then_recovers(
     assert call("GET", f"{server.url}/readyz").status == 200
 
 
+@pytest.mark.simulator
 def test_sim_run_survives_a_redis_restart(
     gunicorn_server: Callable[..., Server],
     redis_factory: Callable[..., RedisServer],

@@ -6,6 +6,8 @@ import pytest
 
 from .conftest import RedisServer, Server, assert_sim_passed, run_sim
 
+pytestmark = pytest.mark.simulator
+
 SEED = "20240611"
 API_KEY = "k1"
 BASIC_USER = "sim:secret"

@@ -58,6 +58,7 @@ def assert_every_snapshot_pruned(real_redis, streams: int) -> None:
     assert not list(real_redis.scan_iter("fusink:*:prune-lock"))
 
 
+@pytest.mark.simulator
 def test_sim_snapshot_prunes_rows_deleted_at_the_source(
     server: Server, redis_url: str, real_redis
 ) -> None:
@@ -65,6 +66,7 @@ def test_sim_snapshot_prunes_rows_deleted_at_the_source(
     assert_every_snapshot_pruned(real_redis, streams=1)
 
 
+@pytest.mark.simulator
 def test_sim_prunes_with_every_scenario_at_once(server: Server, redis_url: str, real_redis) -> None:
     run_pruning_sim(server, redis_url, "--replay", "--resume", "--streams", "3", "--tricky-ids")
     assert_every_snapshot_pruned(real_redis, streams=3)

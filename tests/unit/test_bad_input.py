@@ -1,5 +1,8 @@
 """Bad input gets a clear JSON 4xx that names the problem, and changes nothing."""
 
+import io
+import json
+
 import pytest
 
 from tests.conftest import batch, redis_state
@@ -68,6 +71,102 @@ def test_body_over_max_content_length_is_413(agent, redis):
     assert response.status_code == 413
     assert response.get_json()["code"] == 413
     assert redis_state(redis) == before
+
+
+# (name, raw body, the problem fusink must name, where)
+MALFORMED = [
+    ("bad key", b"{bad", "unexpected character, expected a string key", "line 1, column 2"),
+    ("truncated", b'{"agent_id": "a",', "unexpected end of data", "line 1, column 18"),
+    (
+        "trailing garbage",
+        b'{"agent_id": "a"} x',
+        "unexpected content after document",
+        "line 1, column 19",
+    ),
+    ("NaN", b'{"events": [{"id": NaN}]}', "NaN is not a JSON number", "line 1, column 20"),
+    (
+        "Infinity",
+        b'{"events": [\n {"id": Infinity}]}',
+        "Infinity is not a JSON number",
+        "line 2, column 9",
+    ),
+    (
+        "-Infinity",
+        b'{"events": [{"id": -Infinity}]}',
+        "Infinity is not a JSON number",
+        "line 1, column 20",
+    ),
+    ("invalid UTF-8", b'{"agent_id": "a\xff"}', "invalid UTF-8 byte 0xff", "line 1, column 16"),
+    (
+        "huge number",
+        b'{"id": 1e999}',
+        "number is infinity when parsed as double",
+        "line 1, column 8",
+    ),
+    (
+        "long integer, then NaN",
+        b'{"id": 12345678901234567890, "x": NaN}',
+        "NaN is not a JSON number",
+        "line 1, column 35",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "body", "problem", "where"), MALFORMED, ids=[c[0] for c in MALFORMED]
+)
+def test_malformed_json_is_named_with_its_position(agent, redis, name, body, problem, where):
+    before = redis_state(redis)
+    response = agent.client.post(
+        "/ingest-batch", data=body, content_type="application/json", headers={"x-api-key": "k1"}
+    )
+    assert response.status_code == 400
+    assert response.get_json()["message"].startswith(f"Malformed JSON: {problem} at {where}")
+    assert redis_state(redis) == before
+
+
+def test_empty_body_is_named(agent):
+    response = agent.client.post(
+        "/ingest-batch", data=b" ", content_type="application/json", headers={"x-api-key": "k1"}
+    )
+    assert response.get_json()["message"] == "Malformed JSON: the body is empty."
+
+
+def test_malformed_json_shows_a_short_excerpt_only(agent):
+    body = b'{"agent_id": "' + b"a" * 500 + b'", "secret": "s' + b"e" * 500 + b'"}x'
+    response = agent.client.post(
+        "/ingest-batch", data=body, content_type="application/json", headers={"x-api-key": "k1"}
+    )
+    message = response.get_json()["message"]
+    assert message.endswith("(near 'eeeeeeee\"}x').")
+    assert len(message) < 120
+
+
+def chunked_post(agent, body: bytes):
+    """POST a body of unknown length, as a server that has already de-chunked it passes it."""
+    return agent.client.post(
+        "/ingest-batch",
+        input_stream=io.BytesIO(body),
+        content_type="application/json",
+        headers={"x-api-key": "k1", "Transfer-Encoding": "chunked"},
+        environ_overrides={"wsgi.input_terminated": True},
+    )
+
+
+def test_chunked_body_over_max_content_length_is_413(agent, redis):
+    before = redis_state(redis)
+    response = chunked_post(agent, json.dumps(batch({"id": 1, "pad": "x" * 3000})).encode())
+    assert response.status_code == 413
+    assert response.get_json()["code"] == 413
+    assert redis_state(redis) == before
+
+
+def test_chunked_body_of_exactly_max_content_length_is_taken(agent, redis):
+    body = json.dumps(batch({"id": 1, "index": 1, "pad": ""})).encode()
+    body = body.replace(b'"pad": ""', b'"pad": "' + b"x" * (2000 - len(body)) + b'"')
+    assert len(body) == 2000
+    assert chunked_post(agent, body).status_code == 200
+    assert redis.hget("fusink:{agent-1:orders}:checkpoint", "index") == "1"
 
 
 def test_non_json_content_type_is_415(agent, redis):
