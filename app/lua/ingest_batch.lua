@@ -25,18 +25,6 @@ end
 
 local CHUNK = 1000  -- values per unpack; Redis refuses about 8,000
 
--- Row-key fields: a stream keeps those of its first batch (one written before they
--- were recorded adopts the batch's); a batch keyed otherwise would mix two key shapes
--- in the rows hash, so it is refused before anything is written.
-local key_fields = ARGV[#ARGV]
-local recorded_fields = redis.call('HGET', KEYS[1], 'row_key_fields')
-if recorded_fields and recorded_fields ~= key_fields then
-  return {'row_key_conflict', recorded_fields}
-end
-if not recorded_fields then
-  redis.call('HSET', KEYS[1], 'row_key_fields', key_fields)
-end
-
 local now, batch_max, count = ARGV[1], ARGV[2], tonumber(ARGV[3])
 
 -- Change feed: every write that changes a row is appended to KEYS[5], in the order
@@ -91,8 +79,21 @@ local function append_changes()
     redis.call('HINCRBY', KEYS[1], 'changes_added', #feed)
   end
 end
+
 local state = redis.call('HMGET', KEYS[1], 'index', 'snapshot_state', 'snapshot_generation',
-  'prune_floor', 'snapshot_started_index')
+  'prune_floor', 'snapshot_started_index', 'row_key_fields')
+
+-- Row-key fields: a stream keeps those of its first batch (one written before they
+-- were recorded adopts the batch's); a batch keyed otherwise would mix two key shapes
+-- in the rows hash, so it is refused before anything is written.
+local key_fields, recorded_fields = ARGV[#ARGV], state[6]
+if recorded_fields and recorded_fields ~= key_fields then
+  return {'row_key_conflict', recorded_fields}
+end
+if not recorded_fields then
+  redis.call('HSET', KEYS[1], 'row_key_fields', key_fields)
+end
+
 local checkpoint = state[1] or ''
 local snapshot_state = state[2] or 'none'
 local generation = tonumber(state[3] or '0')
