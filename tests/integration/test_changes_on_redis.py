@@ -54,6 +54,7 @@ def test_feed_matches_the_rows_after_concurrent_shuffled_replayed_batches(
         assert all(seen == sorted(set(seen)) for seen in indexes.values()), indexes
 
 
+@pytest.mark.simulator
 def test_sim_snapshot_prunes_appear_in_the_feed(server: Server, redis_url: str, real_redis) -> None:
     proc = run_sim(
         *("--spec-url", f"{server.url}/openapi.json", "--api-key", API_KEY),
