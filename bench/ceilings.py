@@ -8,6 +8,8 @@ import redis
 
 import workload
 
+SCRIPT_COMMANDS = ("cmdstat_eval", "cmdstat_evalsha")
+NOT_WORK = ("cmdstat_info", "cmdstat_multi", "cmdstat_exec")
 # The obvious guarded write: three redis.call()s per row. fusink must beat it.
 NAIVE_GUARD = """
 -- KEYS[1] checkpoint hash   KEYS[2] rows hash   KEYS[3] row-index hash
@@ -56,7 +58,7 @@ def measure(client: redis.Redis, name: str, write, seconds: float) -> dict:
     expected = workload.Expected()
     busy = cpu = 0.0
     events = 0
-    redis_cpu = redis_cpu_seconds(client)
+    redis_cpu, redis_usec = redis_cpu_seconds(client), command_usec(client)
     for batch in workload.batches(1000, seed=1):  # generating rows is not timed
         started, cpu_started = time.perf_counter(), time.process_time()
         write(client, agent_id, batch)
@@ -67,6 +69,7 @@ def measure(client: redis.Redis, name: str, write, seconds: float) -> dict:
         if busy >= seconds:
             break
     redis_cpu = redis_cpu_seconds(client) - redis_cpu
+    redis_ms = command_ms(redis_usec, command_usec(client))
     return {
         "phase": f"ceiling {name}",
         "batch": 1000,
@@ -74,8 +77,27 @@ def measure(client: redis.Redis, name: str, write, seconds: float) -> dict:
         "events_per_s": events / busy,
         "app_cpu_ms_per_1k": 1e6 * cpu / events,
         "redis_cpu_ms_per_1k": 1e6 * redis_cpu / events,
+        "redis_command_ms_per_1k": 1e3 * redis_ms / events,
         "problems": expected.problems(client, agent_id),
     }
+
+
+def command_usec(client: redis.Redis) -> tuple[int, int]:
+    """Microseconds Redis has spent in scripts, and in all commands but INFO.
+
+    The commands a script or a MULTI/EXEC runs are counted in their own stats
+    too, so where scripts ran only the script time counts, and EXEC never does.
+    """
+    stats = client.info("commandstats")
+    scripts = sum(stats.get(name, {}).get("usec", 0) for name in SCRIPT_COMMANDS)
+    others = sum(stat["usec"] for name, stat in stats.items() if name not in NOT_WORK)
+    return scripts, others
+
+
+def command_ms(before: tuple[int, int], after: tuple[int, int]) -> float:
+    """Milliseconds of Redis command time between two command_usec() readings."""
+    scripts, everything = (later - earlier for earlier, later in zip(before, after, strict=True))
+    return (scripts or everything) / 1000
 
 
 def redis_cpu_seconds(client: redis.Redis) -> float:
