@@ -13,13 +13,12 @@ from pathlib import Path
 from typing import Annotated
 from urllib.parse import quote
 
-import orjson
 import redis.asyncio as redis
 from fastapi import FastAPI, Header, HTTPException, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field, StrictBool, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
 MAX_INDEX = 2**63 - 1
 STREAM_ID = Field(min_length=1, max_length=256)
@@ -32,24 +31,20 @@ client = redis.Redis.from_url(os.environ["REDIS_URL"], decode_responses=True)
 ingest_script = client.register_script(SCRIPT)
 
 
+class Event(BaseModel):
+    """A source row: its row key and index are checked, the rest kept as sent."""
+
+    model_config = ConfigDict(extra="allow")
+    id: StrictInt | Annotated[StrictStr, Field(min_length=1)]
+    index: Annotated[StrictInt, Field(ge=0, le=MAX_INDEX)]
+
+
 class Batch(BaseModel):
     agent_id: Annotated[str, STREAM_ID]
     task_id: Annotated[str, STREAM_ID]
     is_snapshot_end: StrictBool = False
     snapshot_sync_suggested: StrictBool = False
-    events: list[dict] = Field(default_factory=list, max_length=10_000)
-
-    @field_validator("events")
-    @classmethod
-    def check_events(cls, events: list[dict]) -> list[dict]:
-        for position, event in enumerate(events):
-            index = event.get("index")
-            if type(index) is not int or not 0 <= index <= MAX_INDEX:
-                raise ValueError(f"events.{position}.index: not an integer in 0..{MAX_INDEX}")
-            row_id = event.get("id")
-            if not (type(row_id) is int or (type(row_id) is str and row_id)):
-                raise ValueError(f"events.{position}.id: a non-empty string or an integer")
-        return events
+    events: list[Event] = Field(default_factory=list, max_length=10_000)
 
 
 def authenticate(api_key: str | None) -> None:
@@ -86,10 +81,10 @@ async def ingest_batch(
     batch: Batch, x_api_key: Annotated[str | None, Header()] = None
 ) -> IngestResult:
     authenticate(x_api_key)
-    top = max((event["index"] for event in batch.events), default="")
+    top = max((event.index for event in batch.events), default="")
     args = [time.time_ns() // 1_000_000, top]
     for event in batch.events:
-        args += (str(event["id"]), str(event["index"]), orjson.dumps(event))
+        args += (str(event.id), str(event.index), event.model_dump_json())
     checkpoint, written, skipped = await ingest_script(
         keys=stream_keys(batch.agent_id, batch.task_id), args=args
     )
