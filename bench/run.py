@@ -488,9 +488,9 @@ def ratios(runs: list[dict], rows: list[dict]) -> list[dict]:
 
 def ratio_line(ratio: dict) -> str:
     """`name: value (low-high)  target ... met`."""
-    line = f"{ratio['name']}: {ratio['value']:.2f}"
+    line = f"{ratio['name']}: {ratio['value']:.3f}"
     if "low" in ratio:
-        line += f" ({ratio['low']:.2f}-{ratio['high']:.2f})"
+        line += f" ({ratio['low']:.3f}-{ratio['high']:.3f})"
     if "target" in ratio:
         line += f"  target {ratio['target']}: {'met' if ratio['met'] else 'MISSED'}"
     return line
@@ -576,8 +576,10 @@ def summary(results: dict) -> str:
     lines += [ratio_line(ratio) for ratio in results["ratios"]]
     if len({run["repeat"] for run in results["runs"]}) > 1:
         lines.insert(1, f"(medians of {config['repeats']} alternating rounds)")
-    if any(phase.get("wrapped") for phase in results["phases"]):
-        lines.append("note: wrk ran out of bodies and re-sent some (MAX_EVENTS_PER_S)")
+    if wrapped := [
+        f"{row['phase']} {row['sink']}" for row in results["phases"] if row.get("wrapped")
+    ]:
+        lines.append(f"note: wrk re-sent some bodies (MAX_EVENTS_PER_S): {', '.join(wrapped)}")
     if trouble := results["gunicorn_log_trouble"]:
         lines.append(f"gunicorn log: {len(trouble)} warnings or errors, see {RESULTS}")
     lines.append(f"saved {RESULTS / 'latest.json'}")
