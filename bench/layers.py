@@ -19,8 +19,9 @@ from pathlib import Path
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="fusink-layers-"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import floor  # noqa: E402  # the bare Flask views bench/run.py serves as the floor
 import orjson  # noqa: E402
-from flask import Flask, request  # noqa: E402
+from flask import Flask  # noqa: E402
 from werkzeug.datastructures import MultiDict  # noqa: E402
 
 from app import create_app, logs, metrics  # noqa: E402
@@ -90,22 +91,6 @@ def cpu_us(work, count: int) -> float:
     return min(runs)
 
 
-def bare_app() -> Flask:
-    """Flask with a view that parses the body and answers {}: the framework's floor."""
-    bare = Flask("bare")
-
-    @bare.post("/ingest-batch")
-    def ingest():
-        request.get_json()
-        return {}
-
-    @bare.get("/fuagent-sync-status")
-    def status():
-        return {}
-
-    return bare
-
-
 def after_request(app: Flask, name: str):
     """The app's after-request hook called `name`."""
     return next(hook for hook in app.after_request_funcs[None] if hook.__name__ == name)
@@ -122,7 +107,7 @@ def layers(app: Flask, count: int) -> list[tuple[str, float]]:
     query = "agent_id=layers&task_id=s0"
     state = app.extensions["fusink"]
     store = state.get_store()
-    bare = bare_app()
+    bare = floor.app
     result = BatchResult(checkpoint=1, snapshot_needed=False, rows_written=1, rows_skipped=0)
     ingest = (app, "POST", "/ingest-batch", body)
     call(*ingest)  # connects, loads the script, lists the stream
