@@ -4,6 +4,8 @@ import os
 import shutil
 import tempfile
 
+from gunicorn.glogging import Logger
+
 # prometheus_client chooses multiprocess mode when it is first imported, which is
 # when the master preloads the app, after this file has run (so nothing above
 # imports app). Each run gets a fresh directory for the workers' metric files,
@@ -32,6 +34,21 @@ reuse_port = True
 control_socket_disable = True
 accesslog = None  # the app logs one JSON line per request, with its request id
 errorlog = "-"
+# The C HTTP/1.1 parser (gunicorn_h1c, a dependency) instead of the Python one.
+http_parser = "fast"
+
+
+class AppLogsRequests(Logger):
+    """gunicorn's logger without its access line: the app writes its own, and with
+    logconfig_dict set gunicorn would build every line only to drop it."""
+
+    access_log_enabled = False
+
+    def access(self, resp, req, environ, request_time):
+        pass
+
+
+logger_class = AppLogsRequests
 logconfig_dict = {
     "version": 1,
     "disable_existing_loggers": False,

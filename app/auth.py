@@ -41,8 +41,8 @@ class Authenticator:
 
     def __init__(self, settings: Settings):
         self.disabled = settings.auth_disabled
-        self.keys = [(c.secret.encode(), c) for c in settings.api_keys]
-        self.users = [(c.secret.encode(), c) for c in settings.basic_auth_users]
+        self.keys = [(c.secret.encode(), _principal(c)) for c in settings.api_keys]
+        self.users = [(c.secret.encode(), _principal(c)) for c in settings.basic_auth_users]
 
     def authenticate(self) -> Principal:
         """The request's principal; raise 401 when its credentials match none."""
@@ -52,18 +52,23 @@ class Authenticator:
         if not presented:
             raise ApiError(401, "Credentials required.", headers=CHALLENGE)
         for kind, secret in presented:
-            credential = _match(self.keys if kind == "key" else self.users, secret)
-            if credential is not None:
-                return Principal(credential.name, credential.scopes, credential.agents)
+            principal = _match(self.keys if kind == "key" else self.users, secret)
+            if principal is not None:
+                return principal
         raise ApiError(401, "Invalid credentials.", headers=CHALLENGE)
+
+
+def _principal(credential: Credential) -> Principal:
+    return Principal(credential.name, credential.scopes, credential.agents)
 
 
 def _presented_credentials() -> list[tuple[str, bytes]]:
     presented = []
-    api_key = request.headers.get("x-api-key")
+    environ = request.environ  # the headers as the server gave them, without a lookup per name
+    api_key = environ.get("HTTP_X_API_KEY")
     if api_key:
         presented.append(("key", api_key.encode()))
-    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    scheme, _, value = environ.get("HTTP_AUTHORIZATION", "").partition(" ")
     value = value.strip()
     if scheme.lower() == "bearer" and value:
         presented.append(("key", value.encode()))
@@ -75,23 +80,25 @@ def _presented_credentials() -> list[tuple[str, bytes]]:
     return presented
 
 
-def _match(candidates: list[tuple[bytes, Credential]], secret: bytes) -> Credential | None:
+def _match(candidates: list[tuple[bytes, Principal]], secret: bytes) -> Principal | None:
     # Compare against every candidate so timing does not reveal which one matched.
     found = None
-    for expected, credential in candidates:
+    for expected, principal in candidates:
         if hmac.compare_digest(expected, secret):
-            found = credential
+            found = principal
     return found
 
 
 def require(*scopes: str):
     """View decorator: authenticate, then demand any one of `scopes` (403 if none)."""
 
+    wanted = frozenset(scopes)
+
     def decorate(view):
         @functools.wraps(view)
         def wrapper(*args, **kwargs):
             principal = current_app.extensions["fusink"].authenticator.authenticate()
-            if not principal.scopes & set(scopes):
+            if not principal.scopes & wanted:
                 raise ApiError(403, f"{principal.name} lacks scope {' or '.join(scopes)}.")
             g.principal = principal
             return view(*args, **kwargs)

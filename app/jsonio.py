@@ -87,4 +87,5 @@ class OrjsonProvider(JSONProvider):
 
     def response(self, *args, **kwargs):
         obj = self._prepare_response_obj(args, kwargs)
-        return self._app.response_class(rows.encode(obj), mimetype="application/json")
+        # content_type is taken as given; mimetype would be parsed for a charset.
+        return self._app.response_class(rows.encode(obj), content_type="application/json")

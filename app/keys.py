@@ -1,5 +1,6 @@
 """Redis key names: enc(), the stream tag, and every key fusink writes."""
 
+from functools import lru_cache
 from urllib.parse import quote, unquote
 
 
@@ -8,6 +9,7 @@ def enc(value: str) -> str:
     return quote(value, safe="")
 
 
+@lru_cache(maxsize=4096)  # asked for on every request; quote() is slow
 def stream_tag(agent_id: str, task_id: str) -> str:
     """`{enc(agent):enc(task)}`: a Redis Cluster hash tag, unique per stream."""
     return "{" + enc(agent_id) + ":" + enc(task_id) + "}"

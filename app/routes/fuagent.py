@@ -29,21 +29,23 @@ def ingest_batch():
     the highest index stored. The whole batch is applied, or none of it. A stream
     keeps the row-key fields of its first batch: a batch keyed otherwise is 409.
     """
-    batch = get_state().batch_schema.load(request.get_json())
-    g.principal.check_agent(batch["agent_id"])
-    g.log_fields = {
+    state, context = get_state(), g._get_current_object()
+    batch = state.batch_schema.load(request.get_json())
+    context.principal.check_agent(batch["agent_id"])
+    log_fields = context.log_fields = {
         "agent_id": batch["agent_id"],
         "task_id": batch["task_id"],
         "events": len(batch["events"]),
     }
-    result = ingest.apply(batch, get_store(), get_state().key_fields_for)
+    store = state.get_store()
+    result = ingest.apply(batch, store, state.key_fields_for)
     if result.snapshot_state == "pruning":
         # The end of a snapshot prunes for a bounded time here; other batches take one
         # step, so a prune left by a dead process resumes.
         budget = snapshots.PRUNE_REQUEST_BUDGET_S if batch["is_snapshot_end"] else 0
-        snapshots.continue_prune(get_store(), batch["agent_id"], batch["task_id"], budget)
+        snapshots.continue_prune(store, batch["agent_id"], batch["task_id"], budget)
     metrics.batch_applied(len(batch["events"]), result)
-    g.log_fields.update(
+    log_fields.update(
         rows_written=result.rows_written,
         rows_skipped=result.rows_skipped,
         snapshot_needed=result.snapshot_needed,

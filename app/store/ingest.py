@@ -110,7 +110,7 @@ class IngestStore(StoreBase):
         owns the stream's slot.
         """
         if not self.wait_replicas:
-            return self.ingest_batch(keys=stream_keys, args=args)
+            return self.ingest_batch(keys=stream_keys, args=args, client=self._thread_client())
         pipe = self._node(stream_keys[0])[1].pipeline(transaction=False)
         self.ingest_batch(keys=stream_keys, args=args, client=pipe)
         pipe.wait(self.wait_replicas, self.wait_timeout_ms)
@@ -175,7 +175,7 @@ class IngestStore(StoreBase):
         if now_ms - self._listed_at.get(tag, 0) < STREAM_INDEX_REFRESH_MS:
             return
         with unavailable_as_503():
-            self.client.zadd(keys.streams_key(self.prefix), {tag: now_ms})
+            self._thread_client().zadd(keys.streams_key(self.prefix), {tag: now_ms})
         if len(self._listed_at) >= MAX_REMEMBERED_STREAMS:
             self._listed_at.clear()
         self._listed_at[tag] = now_ms
@@ -188,7 +188,7 @@ class IngestStore(StoreBase):
         """
         tag = keys.stream_tag(agent_id, task_id)
         with unavailable_as_503():
-            index, state = self.client.hmget(
+            index, state = self._thread_client().hmget(
                 keys.checkpoint_key(self.prefix, tag), "index", "snapshot_state"
             )
         return (None if index is None else int(index)), state or "none"

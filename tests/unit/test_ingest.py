@@ -2,6 +2,7 @@
 
 import json
 import random
+import threading
 
 import pytest
 
@@ -191,3 +192,17 @@ def test_odd_ids_are_percent_encoded_in_keys(agent, redis):
     agent.send({"id": 1, "index": 4}, agent="a:{b}", task="t 100%/é")
     assert redis.hget("fusink:{a%3A%7Bb%7D:t%20100%25%2F%C3%A9}:checkpoint", "index") == "4"
     assert agent.status(agent="a:{b}", task="t 100%/é").get_json() == {"index": 4}
+
+
+def test_each_thread_keeps_its_own_connection_for_the_request_path(app, agent, redis):
+    agent.send({"id": 1, "index": 1})
+    store = app.extensions["fusink"].get_store()
+    mine = store._thread_client()
+    assert store._thread_client() is mine
+    theirs = []
+    worker = threading.Thread(target=lambda: theirs.append(store._thread_client()))
+    worker.start()
+    worker.join()
+    assert theirs[0].connection is not mine.connection
+    agent.send({"id": 1, "index": 2})
+    assert redis.hget(CHECKPOINT, "index") == "2"
