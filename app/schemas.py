@@ -8,8 +8,8 @@ from marshmallow.decorators import POST_LOAD, PRE_LOAD, VALIDATES, VALIDATES_SCH
 
 from . import keys, rows
 
-STREAM_ID = {"required": True, "validate": validate.Length(min=1, max=256)}
 MAX_STREAM_ID = 256
+STREAM_ID = {"required": True, "validate": validate.Length(min=1, max=MAX_STREAM_ID)}
 LOAD_HOOKS = (PRE_LOAD, POST_LOAD, VALIDATES, VALIDATES_SCHEMA)
 
 

@@ -14,7 +14,7 @@ from ..auth import require
 from ..spec import doc
 from ..state import get_settings
 from . import load_query
-from .streams import read_row_page, read_stream, read_stream_page, stream_schema
+from .streams import read_row_page, read_stream, read_stream_page, stream_query, stream_schema
 
 REFRESH_S = 5
 # The pages' only script; the CSP admits it by its hash, so no other inline script runs.
@@ -44,7 +44,6 @@ bp = Blueprint(
     template_folder="../templates",
     static_folder="../static",
 )
-stream_query = schemas.StreamListQuerySchema()
 view_query = schemas.StreamViewQuerySchema()
 
 
