@@ -18,8 +18,15 @@ os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-worker_class = "gthread"
-threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+# gunicorn's asyncio worker with the Flask app called in its loop (app/worker.py).
+worker_class = "app.worker.FlaskWorker"
+# uvloop, when installed, can hand the worker a client's next request before gunicorn
+# 27.0.1 has reset its parser, and a request larger than the C parser keeps for that
+# case closes the connection; asyncio's loop runs the reset first.
+asgi_loop = "asyncio"
+# 1: each worker calls the app in its loop, one request at a time. More threads let a
+# worker wait on a distant Redis for several requests at once, at some CPU a request.
+threads = int(os.environ.get("GUNICORN_THREADS", "1"))
 # Load the app once in the master: start-up errors stop the master with their
 # message, and workers fork with the app already built.
 preload_app = True
