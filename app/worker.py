@@ -51,7 +51,9 @@ class WsgiInLoop:
             if scope["type"] == "websocket":
                 await send({"type": "websocket.close"})
             return
-        environ = build_environ(scope, await self.read_body(scope, receive))
+        environ = build_environ(scope)
+        if "CONTENT_LENGTH" in environ or "HTTP_TRANSFER_ENCODING" in environ:
+            environ["wsgi.input"] = io.BytesIO(await self.read_body(environ, receive))
         if self.pool is None:
             status_line, headers, chunks = self.call_app(environ)
         else:
@@ -72,10 +74,10 @@ class WsgiInLoop:
         )
         await send({"type": "http.response.body", "body": b"".join(chunks)})
 
-    async def read_body(self, scope, receive) -> bytes:
+    async def read_body(self, environ: dict, receive) -> bytes:
         limit = self.max_body
-        declared = content_length(scope)
-        if limit is not None and declared is not None and declared > limit:
+        declared = environ.get("CONTENT_LENGTH")
+        if limit is not None and declared is not None and int(declared) > limit:
             return b""  # the app answers 413 from the declared length alone
         chunks = []
         size = 0
@@ -109,23 +111,34 @@ def answer_write_unsupported(data):
     raise NotImplementedError("the WSGI write() callable is not supported; return the body")
 
 
-def content_length(scope) -> int | None:
-    for name, value in scope["headers"]:
-        if name == b"content-length":
-            return int(value)  # gunicorn has checked it is digits
-    return None
+# Header name -> environ key, computed once per name; bounded, as clients choose names.
+_environ_keys: dict[bytes, str] = {}
 
 
-def build_environ(scope, body: bytes) -> dict:
-    """The WSGI environ (PEP 3333) of an ASGI HTTP request, as gunicorn's sync workers build it."""
+def environ_key(name: bytes) -> str:
+    key = _environ_keys.get(name)
+    if key is None:
+        if len(_environ_keys) > 1000:
+            _environ_keys.clear()
+        key = name.decode("latin-1").upper().replace("-", "_")
+        if key not in ("CONTENT_LENGTH", "CONTENT_TYPE"):
+            key = "HTTP_" + key
+        _environ_keys[name] = key
+    return key
+
+
+def build_environ(scope) -> dict:
+    """The WSGI environ (PEP 3333) of an ASGI HTTP request, as gunicorn's sync workers
+    build it, with an empty body (the caller reads it)."""
     raw_path = scope.get("raw_path") or scope["path"].encode("utf-8")
     query = scope["query_string"].decode("latin-1")
     server = scope.get("server") or ("localhost", 80)
+    # PEP 3333: the percent-decoded bytes, as latin-1; byte for byte, unlike scope["path"]
+    path = unquote_to_bytes(raw_path) if b"%" in raw_path else raw_path
     environ = {
         "REQUEST_METHOD": scope["method"],
         "SCRIPT_NAME": scope.get("root_path", "").encode("utf-8").decode("latin-1"),
-        # PEP 3333: the percent-decoded bytes, as latin-1; byte for byte, unlike scope["path"]
-        "PATH_INFO": unquote_to_bytes(raw_path).decode("latin-1"),
+        "PATH_INFO": path.decode("latin-1"),
         "QUERY_STRING": query,
         "RAW_URI": raw_path.decode("latin-1") + ("?" + query if query else ""),
         "SERVER_NAME": str(server[0]),
@@ -133,7 +146,7 @@ def build_environ(scope, body: bytes) -> dict:
         "SERVER_PROTOCOL": "HTTP/" + scope["http_version"],
         "wsgi.version": (1, 0),
         "wsgi.url_scheme": scope.get("scheme", "http"),
-        "wsgi.input": io.BytesIO(body),
+        "wsgi.input": io.BytesIO(),
         "wsgi.input_terminated": True,
         "wsgi.errors": sys.stderr,
         "wsgi.multithread": False,
@@ -145,11 +158,8 @@ def build_environ(scope, body: bytes) -> dict:
         environ["REMOTE_ADDR"] = client[0]
         environ["REMOTE_PORT"] = str(client[1])
     for name, value in scope["headers"]:
-        key = name.decode("latin-1").upper().replace("-", "_")
-        if key == "CONTENT_LENGTH" or key == "CONTENT_TYPE":
-            environ[key] = value.decode("latin-1")
-            continue
-        key = "HTTP_" + key
+        key = environ_key(name)
         text = value.decode("latin-1")
+        # Repeated headers join with a comma (RFC 9110 5.3), as gunicorn's do.
         environ[key] = environ[key] + "," + text if key in environ else text
     return environ
