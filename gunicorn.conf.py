@@ -24,9 +24,9 @@ worker_class = "app.worker.FlaskWorker"
 # 27.0.1 has reset its parser, and a request larger than the C parser keeps for that
 # case closes the connection; asyncio's loop runs the reset first.
 asgi_loop = "asyncio"
-# 1: each worker calls the app in its loop, one request at a time. More threads let a
-# worker wait on a distant Redis for several requests at once, at some CPU a request.
-threads = int(os.environ.get("GUNICORN_THREADS", "1"))
+# Small requests are called in each worker's loop, large batches on this many threads
+# (app/worker.py), so that several wait on Redis at once; 1: all in the loop.
+threads = int(os.environ.get("GUNICORN_THREADS", "2"))
 # Load the app once in the master: start-up errors stop the master with their
 # message, and workers fork with the app already built.
 preload_app = True

@@ -33,10 +33,9 @@ def start(server) -> None:
 
 
 def describe_workers(workers: int, threads: int) -> str:
-    """'2 workers of 3 threads', or how app/worker.py calls the app with one thread."""
-    if threads > 1:
-        return f"{workers} workers of {threads} threads"
-    return f"{workers} workers, each calling the app in its event loop"
+    """How many workers, and how app/worker.py calls the app in each."""
+    text = f"{workers} workers, each calling the app in its event loop"
+    return text + (f" and on {threads} threads for large batches" if threads > 1 else "")
 
 
 def refuse_taken_ports(server) -> None:

@@ -8,6 +8,8 @@ from collections.abc import Callable
 
 import pytest
 
+from app.worker import POOLED_BODY_BYTES
+
 from .conftest import RedisServer, Server, call
 
 API_KEY = "k1"
@@ -39,24 +41,32 @@ def test_large_batches_back_to_back_share_one_kept_alive_connection(
     assert len(sockets) == 1  # http.client would have reconnected after a close
 
 
-@pytest.mark.parametrize("threads", ["1", "3"])
-def test_threads_let_a_worker_answer_while_redis_is_frozen(
+@pytest.mark.parametrize(
+    ("threads", "events", "healthz_first"),
+    [("1", 200, False), ("3", 200, True), ("3", 1, False)],
+    ids=["one-thread", "large-batch-on-a-thread", "small-batch-in-the-loop"],
+)
+def test_a_large_batch_waits_on_redis_on_a_thread_while_the_loop_serves_on(
     gunicorn_server: Callable[..., Server],
     redis_factory: Callable[..., RedisServer],
     threads: str,
+    events: int,
+    healthz_first: bool,
 ) -> None:
     """One worker; an ingest waits on a frozen Redis while /healthz (no Redis) is asked.
 
-    With one thread the app runs in the worker's loop, so /healthz waits its turn; with
-    three it is answered on another thread before the ingest gives up.
+    A body of 8 KiB or more goes to one of the worker's other threads, and /healthz is
+    answered in the loop before the ingest gives up; with one thread, or a small body
+    called in the loop itself, /healthz waits its turn.
     """
     store = redis_factory()
     env = {"REDIS_URL": store.url, "API_KEYS": API_KEY, "REDIS_TIMEOUT": "2"}
     server = gunicorn_server(env | {"GUNICORN_THREADS": threads}, workers=1)
+    body = json.loads(big_batch("frozen", 1, events))
+    assert (len(json.dumps(body)) >= POOLED_BODY_BYTES) == (events > 1)
     finished = []
 
     def ingest() -> None:
-        body = {"agent_id": "agent-w", "task_id": "frozen", "events": [{"id": 1, "index": 1}]}
         finished.append(("ingest", call("POST", f"{server.url}/ingest-batch", body).status))
 
     store.process.send_signal(signal.SIGSTOP)
@@ -68,7 +78,7 @@ def test_threads_let_a_worker_answer_while_redis_is_frozen(
         sender.join()
     finally:
         store.process.send_signal(signal.SIGCONT)
-    if threads == "1":
-        assert finished == [("ingest", 503), ("healthz", 200)]
-    else:
+    if healthz_first:
         assert finished == [("healthz", 200), ("ingest", 503)]
+    else:
+        assert finished == [("ingest", 503), ("healthz", 200)]
