@@ -18,8 +18,15 @@ os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-worker_class = "gthread"
-threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+# gunicorn's asyncio worker with the Flask app called in its loop (app/worker.py).
+worker_class = "app.worker.FlaskWorker"
+# uvloop, when installed, can hand the worker a client's next request before gunicorn
+# 27.0.1 has reset its parser, and a request larger than the C parser keeps for that
+# case closes the connection; asyncio's loop runs the reset first.
+asgi_loop = "asyncio"
+# Small requests are called in each worker's loop, large batches on this many threads
+# (app/worker.py), so that several wait on Redis at once; 1: all in the loop.
+threads = int(os.environ.get("GUNICORN_THREADS", "2"))
 # Load the app once in the master: start-up errors stop the master with their
 # message, and workers fork with the app already built.
 preload_app = True

