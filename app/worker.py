@@ -62,17 +62,15 @@ class WsgiInLoop:
         if "CONTENT_LENGTH" in environ or "HTTP_TRANSFER_ENCODING" in environ:
             body = await self.read_body(environ, receive)
             environ["wsgi.input"] = io.BytesIO(body)
-        if self.pool is None:
+        if self.pool is not None:
+            environ["wsgi.multithread"] = True
+        if self.pool is None or len(body) < POOLED_BODY_BYTES:
             status_line, headers, chunks = self.call_app(environ)
         else:
-            environ["wsgi.multithread"] = True
-            if len(body) < POOLED_BODY_BYTES:
-                status_line, headers, chunks = self.call_app(environ)
-            else:
-                loop = asyncio.get_running_loop()
-                status_line, headers, chunks = await loop.run_in_executor(
-                    self.pool, self.call_app, environ
-                )
+            loop = asyncio.get_running_loop()
+            status_line, headers, chunks = await loop.run_in_executor(
+                self.pool, self.call_app, environ
+            )
         await send(
             {
                 "type": "http.response.start",
