@@ -30,7 +30,11 @@ class State:
         if self.store is None:
             with self._lock:
                 if self.store is None:
-                    self.store = Store(connection.connect(self.settings), self.settings)
+                    self.store = Store(
+                        connection.connect(self.settings),
+                        self.settings,
+                        loop_connector=connection.loop_connector(self.settings),
+                    )
         return self.store
 
 

@@ -8,11 +8,13 @@ once a request's body has arrived in full, the app is called right there, with t
 body in memory, and its answer goes out in one write. A slow client therefore holds
 no thread and blocks nobody while it sends.
 
-A large batch keeps Redis busy for a while (about 0.3 ms at 100 events), and a worker
-waiting on it in its loop would serve nobody meanwhile. With `threads` above 1, bodies
-of POOLED_BODY_BYTES or more are therefore given to a pool of `threads` threads, and
-the loop goes on serving; smaller requests, where a thread hand-off would cost
-more than the wait, are still called in the loop.
+A request called in the loop runs in a greenlet (app/portal.py): when it waits on
+Redis it pauses, the loop serves the other requests meanwhile, and their commands
+go to Redis together (app/store/pipeline.py).
+
+With `threads` above 1, bodies of POOLED_BODY_BYTES or more are given to a pool of
+`threads` threads, with blocking Redis connections of their own, so that the loop's
+parsing and validation of one large batch does not hold up the small requests.
 """
 
 import asyncio
@@ -22,6 +24,8 @@ from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import unquote_to_bytes
 
 from gunicorn.workers.gasgi import ASGIWorker
+
+from . import portal
 
 POOLED_BODY_BYTES = 8192  # about 60 events of a typical row
 
@@ -65,7 +69,7 @@ class WsgiInLoop:
         if self.pool is not None:
             environ["wsgi.multithread"] = True
         if self.pool is None or len(body) < POOLED_BODY_BYTES:
-            status_line, headers, chunks = self.call_app(environ)
+            status_line, headers, chunks = await portal.call(self.call_app, environ)
         else:
             loop = asyncio.get_running_loop()
             status_line, headers, chunks = await loop.run_in_executor(

@@ -18,8 +18,10 @@ from redis.exceptions import (
     TryAgainError,
 )
 
+from .. import portal
 from ..config import Settings
 from ..errors import StoreUnavailable
+from .pipeline import LoopPipeline
 
 # Replies that mean "not now" rather than "wrong", also when a script relays them.
 TRANSIENT_REPLY = re.compile(r"(^|-)(OOM|MASTERDOWN|LOADING|BUSY|NOREPLICAS|READONLY)\b")
@@ -44,8 +46,10 @@ SCRIPTS = (
 class StoreBase:
     """What every part of the Store shares: client, settings, scripts."""
 
-    def __init__(self, client, settings: Settings):
+    def __init__(self, client, settings: Settings, loop_connector=None):
         self.client = client
+        # Makes the asyncio connection of a worker's loop; None: every call blocks.
+        self.loop_connector = loop_connector
         self.prefix = settings.key_prefix
         self.snapshot_on_suggest = "1" if settings.snapshot_on_suggest else "0"
         self.snapshot_end = "2" if settings.snapshot_prune else "1"
@@ -56,6 +60,7 @@ class StoreBase:
         self.memory_high_watermark = settings.memory_high_watermark
         self._memory_checked: dict[str, tuple[float, bool]] = {}  # node -> (when, above)
         self._own = threading.local()  # this thread's client with a connection of its own
+        self._pipeline: tuple[int, LoopPipeline] | None = None  # (pid, this process's)
         lua = resources.files("app") / "lua"
         for name in SCRIPTS:
             script = (lua / f"{name}.lua").read_text(encoding="utf-8")
@@ -88,9 +93,17 @@ class StoreBase:
         This is what the client does per command (connection.py: one retry on a
         dropped connection, none on a timeout), without its per-call machinery: a
         lock, a retry object, observability hooks and reply callbacks, about 40 % of
-        the CPU of a command on the request path. A cluster client keeps its own
-        path, which routes by slot.
+        the CPU of a command on the request path. A request called in the worker's
+        event loop sends it through the loop's pipeline instead, and the loop serves
+        on until the reply is in. A cluster client keeps its own path, which routes
+        by slot.
         """
+        if self.loop_connector is not None and portal.in_loop():
+            pipeline = self._loop_pipeline()
+            try:
+                return portal.await_in_loop(pipeline.execute(command))
+            except redis.ConnectionError:
+                return portal.await_in_loop(pipeline.execute(command))
         client = self._thread_client()
         if isinstance(client, RedisCluster):
             return client.execute_command(*command)
@@ -103,6 +116,13 @@ class StoreBase:
             # The connection has closed itself; the next send opens a fresh one.
             connection.send_packed_command(packed)
             return connection.read_response()
+
+    def _loop_pipeline(self) -> LoopPipeline:
+        """This process's LoopPipeline, made in its event loop on first use."""
+        pid = os.getpid()
+        if self._pipeline is None or self._pipeline[0] != pid:
+            self._pipeline = (pid, LoopPipeline(self.loop_connector))
+        return self._pipeline[1]
 
     def _run_script(self, script, keys: list[str], args: list):
         """Run a registered script with EVALSHA through _execute."""

@@ -175,7 +175,7 @@ class IngestStore(StoreBase):
         if now_ms - self._listed_at.get(tag, 0) < STREAM_INDEX_REFRESH_MS:
             return
         with unavailable_as_503():
-            self._thread_client().zadd(keys.streams_key(self.prefix), {tag: now_ms})
+            self._execute("ZADD", keys.streams_key(self.prefix), now_ms, tag)
         if len(self._listed_at) >= MAX_REMEMBERED_STREAMS:
             self._listed_at.clear()
         self._listed_at[tag] = now_ms

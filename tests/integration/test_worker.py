@@ -8,9 +8,11 @@ from collections.abc import Callable
 
 import pytest
 
+from app import keys
+from app.config import Settings
 from app.worker import POOLED_BODY_BYTES
 
-from .conftest import RedisServer, Server, call
+from .conftest import RedisServer, Reply, Server, call
 
 API_KEY = "k1"
 
@@ -42,22 +44,26 @@ def test_large_batches_back_to_back_share_one_kept_alive_connection(
 
 
 @pytest.mark.parametrize(
-    ("threads", "events", "healthz_first"),
-    [("1", 200, False), ("3", 200, True), ("3", 1, False)],
-    ids=["one-thread", "large-batch-on-a-thread", "small-batch-in-the-loop"],
+    ("threads", "events"),
+    [("1", 200), ("1", 1), ("3", 200), ("3", 1)],
+    ids=[
+        "large-batch-in-the-loop",
+        "small-batch-in-the-loop",
+        "large-batch-on-a-thread",
+        "small-batch-on-three-threads",
+    ],
 )
-def test_a_large_batch_waits_on_redis_on_a_thread_while_the_loop_serves_on(
+def test_the_loop_serves_on_while_an_ingest_waits_on_redis(
     gunicorn_server: Callable[..., Server],
     redis_factory: Callable[..., RedisServer],
     threads: str,
     events: int,
-    healthz_first: bool,
 ) -> None:
     """One worker; an ingest waits on a frozen Redis while /healthz (no Redis) is asked.
 
-    A body of 8 KiB or more goes to one of the worker's other threads, and /healthz is
-    answered in the loop before the ingest gives up; with one thread, or a small body
-    called in the loop itself, /healthz waits its turn.
+    A body of 8 KiB or more goes to one of the worker's other threads when it has
+    some; a request called in the loop waits on Redis through the loop's pipeline.
+    Either way /healthz is answered before the ingest gives up.
     """
     store = redis_factory()
     env = {"REDIS_URL": store.url, "API_KEYS": API_KEY, "REDIS_TIMEOUT": "2"}
@@ -78,7 +84,28 @@ def test_a_large_batch_waits_on_redis_on_a_thread_while_the_loop_serves_on(
         sender.join()
     finally:
         store.process.send_signal(signal.SIGCONT)
-    if healthz_first:
-        assert finished == [("healthz", 200), ("ingest", 503)]
-    else:
-        assert finished == [("ingest", 503), ("healthz", 200)]
+    assert finished == [("healthz", 200), ("ingest", 503)]
+
+
+def test_in_the_loop_a_flushed_script_or_a_dropped_connection_costs_no_request(
+    gunicorn_server: Callable[..., Server], real_redis, redis_url: str
+) -> None:
+    """Requests called in the loop send their commands through its pipeline, which
+    reloads a lost script and retries once on a fresh connection, as the threads do."""
+    env = {"REDIS_URL": redis_url, "API_KEYS": API_KEY, "GUNICORN_THREADS": "1"}
+    server = gunicorn_server(env, workers=1)
+
+    def post(index: int) -> Reply:
+        body = {"agent_id": "agent-w", "task_id": "loop", "events": [{"id": index, "index": index}]}
+        return call("POST", f"{server.url}/ingest-batch", body)
+
+    assert post(1).status == 200
+    real_redis.script_flush()
+    assert post(2).body["checkpoint"] == 2
+    real_redis.client_kill_filter(skipme=True, _type="normal")  # the worker's connections
+    assert post(3).body["checkpoint"] == 3
+    real_redis.client_kill_filter(skipme=True, _type="normal")
+    status = call("GET", f"{server.url}/fuagent-sync-status?agent_id=agent-w&task_id=loop")
+    assert status.body == {"index": 3}
+    rows = keys.rows_key(Settings().key_prefix, keys.stream_tag("agent-w", "loop"))
+    assert real_redis.hlen(rows) == 3
