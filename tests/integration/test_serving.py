@@ -109,7 +109,9 @@ def test_start_up_line_names_address_workers_redis_and_auth(
     assert PASSWORD not in server.log_text()
 
 
-def test_start_up_line_names_the_embedded_redis_socket(spawn, tmp_path: Path) -> None:
+def test_the_embedded_redis_is_named_at_start_up_and_serves_the_workers(
+    spawn, tmp_path: Path
+) -> None:
     data = tmp_path / "data"
     server = spawn(
         free_port(), {"EMBEDDED_REDIS_DIR": str(data), "API_KEYS": "", "AUTH_DISABLED": "1"}
@@ -119,6 +121,11 @@ def test_start_up_line_names_the_embedded_redis_socket(spawn, tmp_path: Path) ->
     assert f"embedded Redis unix://{data}/redis.sock" in line
     assert f"redis-cli -s {data}/redis.sock)" in line
     assert line.endswith("authentication OFF (AUTH_DISABLED)")
+    # The workers' loops reach the same server over its socket.
+    body = {"agent_id": "agent-1", "task_id": "embedded", "events": [{"id": 1, "index": 7}]}
+    assert call("POST", f"{server.url}/ingest-batch", body).body["checkpoint"] == 7
+    status = call("GET", f"{server.url}/fuagent-sync-status?agent_id=agent-1&task_id=embedded")
+    assert status.body == {"index": 7}
 
 
 def test_chunked_body_over_max_content_length_is_413_through_gunicorn(
