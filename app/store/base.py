@@ -8,6 +8,7 @@ import re
 import threading
 from importlib import resources
 
+import hiredis
 import redis
 from redis.cluster import RedisCluster
 from redis.exceptions import (
@@ -93,7 +94,9 @@ class StoreBase:
         This is what the client does per command (connection.py: one retry on a
         dropped connection, none on a timeout), without its per-call machinery: a
         lock, a retry object, observability hooks and reply callbacks, about 40 % of
-        the CPU of a command on the request path. A request called in the worker's
+        the CPU of a command on the request path. hiredis packs the command: redis-py's
+        own packing first copies every argument, a third of the app's CPU per event at
+        1,000 events a batch. A request called in the worker's
         event loop sends it through the loop's pipeline instead, and the loop serves
         on until the reply is in. A cluster client keeps its own path, which routes
         by slot.
@@ -108,7 +111,7 @@ class StoreBase:
         if isinstance(client, RedisCluster):
             return client.execute_command(*command)
         connection = client.connection
-        packed = connection.pack_command(*command)
+        packed = [hiredis.pack_command(command)]
         try:
             connection.send_packed_command(packed)
             return connection.read_response()

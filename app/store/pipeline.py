@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+import hiredis
 import redis
 import redis.asyncio
 
@@ -22,7 +23,7 @@ class LoopPipeline:
 
     def __init__(self, connect: Callable[[], redis.asyncio.Connection]):
         self._connection = connect()  # opened by its first send, again after a failure
-        self._queue: list[tuple[list[bytes], asyncio.Future]] = []
+        self._queue: list[tuple[bytes, asyncio.Future]] = []
         self._wakeup = asyncio.Event()
         self._sender = asyncio.get_running_loop().create_task(self._send_forever())
 
@@ -30,7 +31,7 @@ class LoopPipeline:
         """The reply to one command; an error reply raised as redis-py raises it
         (NoScriptError, ResponseError, ...)."""
         reply = asyncio.get_running_loop().create_future()
-        self._queue.append((self._connection.pack_command(*command), reply))
+        self._queue.append((hiredis.pack_command(command), reply))  # as StoreBase packs
         self._wakeup.set()
         return await reply
 
@@ -46,13 +47,13 @@ class LoopPipeline:
             due, self._queue = self._queue, []
             await self._send(due)
 
-    async def _send(self, due: list[tuple[list[bytes], asyncio.Future]]) -> None:
+    async def _send(self, due: list[tuple[bytes, asyncio.Future]]) -> None:
         """Write the commands in one go, then hand out their replies in order."""
         connection = self._connection
         answered = 0
         try:
             await connection.send_packed_command(
-                b"".join([chunk for packed, _ in due for chunk in packed]), check_health=False
+                b"".join([packed for packed, _ in due]), check_health=False
             )
             for _, reply in due:
                 try:
