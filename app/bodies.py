@@ -1,4 +1,5 @@
-"""The request class: malformed JSON is named, and MAX_CONTENT_LENGTH holds for chunked bodies."""
+"""The request class: malformed JSON is named, MAX_CONTENT_LENGTH holds for chunked
+bodies, and a body the worker has read in full is taken as it is."""
 
 from flask import Request
 from werkzeug.exceptions import RequestEntityTooLarge
@@ -7,6 +8,10 @@ from werkzeug.wsgi import LimitedStream
 
 from .errors import ApiError
 from .jsonio import MalformedJson
+
+# The environ key under which app/worker.py hands over a body it has read in full,
+# within MAX_CONTENT_LENGTH.
+WHOLE_BODY = "fusink.whole_body"
 
 
 class MaxLengthStream(LimitedStream):
@@ -24,7 +29,14 @@ class MaxLengthStream(LimitedStream):
 
 
 class FusinkRequest(Request):
-    """Flask's request, with the two changes above."""
+    """Flask's request, with the changes above."""
+
+    def __init__(self, environ, *args, **kwargs):
+        super().__init__(environ, *args, **kwargs)
+        body = environ.get(WHOLE_BODY)
+        if body is not None:
+            # Where get_data() keeps what it read: no stream to wrap and read again.
+            self._cached_data = body
 
     @cached_property
     def stream(self):

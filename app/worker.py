@@ -26,6 +26,7 @@ from urllib.parse import unquote_to_bytes
 from gunicorn.workers.gasgi import ASGIWorker
 
 from . import portal
+from .bodies import WHOLE_BODY
 
 POOLED_BODY_BYTES = 8192  # about 60 events of a typical row
 
@@ -64,8 +65,10 @@ class WsgiInLoop:
         environ = build_environ(scope)
         body = b""
         if "CONTENT_LENGTH" in environ or "HTTP_TRANSFER_ENCODING" in environ:
-            body = await self.read_body(environ, receive)
+            body, whole = await self.read_body(environ, receive)
             environ["wsgi.input"] = io.BytesIO(body)
+            if whole:
+                environ[WHOLE_BODY] = body
         if self.pool is not None:
             environ["wsgi.multithread"] = True
         if self.pool is None or len(body) < POOLED_BODY_BYTES:
@@ -87,22 +90,26 @@ class WsgiInLoop:
         )
         await send({"type": "http.response.body", "body": b"".join(chunks)})
 
-    async def read_body(self, environ: dict, receive) -> bytes:
+    async def read_body(self, environ: dict, receive) -> tuple[bytes, bool]:
+        """The body, and whether it is all of it and within MAX_CONTENT_LENGTH."""
         limit = self.max_body
         declared = environ.get("CONTENT_LENGTH")
         if limit is not None and declared is not None and int(declared) > limit:
-            return b""  # the app answers 413 from the declared length alone
+            return b"", False  # the app answers 413 from the declared length alone
         chunks = []
         size = 0
         while True:
             message = await receive()
             if message["type"] != "http.request":
-                return b"".join(chunks)  # the client went away; the app's answer is dropped
+                # The client went away; the app's answer is dropped.
+                return b"".join(chunks), False
             chunk = message.get("body", b"")
             chunks.append(chunk)
             size += len(chunk)
-            if not message.get("more_body") or (limit is not None and size > limit):
-                return b"".join(chunks)
+            if limit is not None and size > limit:
+                return b"".join(chunks), False
+            if not message.get("more_body"):
+                return b"".join(chunks), True
 
     def call_app(self, environ):
         answer = []

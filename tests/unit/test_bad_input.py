@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from app.bodies import WHOLE_BODY
 from tests.conftest import batch, redis_state
 
 GOOD = {"id": 1, "index": 1}
@@ -167,6 +168,26 @@ def test_chunked_body_of_exactly_max_content_length_is_taken(agent, redis):
     assert len(body) == 2000
     assert chunked_post(agent, body).status_code == 200
     assert redis.hget("fusink:{agent-1:orders}:checkpoint", "index") == "1"
+
+
+class Unreadable(io.BytesIO):
+    def read(self, size=-1):
+        raise AssertionError("the body was read again")
+
+    readinto = readline = read
+
+
+def test_a_body_the_worker_read_in_full_is_not_read_again(agent, redis):
+    body = json.dumps(batch({"id": 1, "index": 7})).encode()
+    response = agent.client.post(
+        "/ingest-batch",
+        input_stream=Unreadable(),
+        content_type="application/json",
+        headers={"x-api-key": "k1", "Content-Length": str(len(body))},
+        environ_overrides={WHOLE_BODY: body},
+    )
+    assert response.status_code == 200
+    assert redis.hget("fusink:{agent-1:orders}:checkpoint", "index") == "7"
 
 
 def test_non_json_content_type_is_415(agent, redis):

@@ -2,6 +2,7 @@
 
 import asyncio
 
+from app.bodies import WHOLE_BODY
 from app.worker import WsgiInLoop, build_environ
 
 
@@ -93,6 +94,7 @@ def test_the_app_gets_the_whole_body_and_its_answer_goes_out_as_given() -> None:
     declared = scope(headers=[(b"content-length", b"9")])
     sent, _ = serve(WsgiInLoop(recorder), declared, [b"12345", b"6789"])
     assert recorder.body == b"123456789"
+    assert recorder.environ[WHOLE_BODY] == b"123456789"  # the request class takes it as is
     assert recorder.closed
     assert sent == [
         {
@@ -110,6 +112,7 @@ def test_a_body_is_read_one_byte_past_max_content_length_and_no_further() -> Non
     _, calls = serve(WsgiInLoop(recorder), chunked, [b"123456", b"78901", b"never read"])
     assert calls == 2
     assert recorder.body == b"12345678901"  # 11 bytes: the app can tell it is over 10
+    assert WHOLE_BODY not in recorder.environ  # read through the stream, which says 413
 
 
 def test_a_request_without_a_body_is_not_read() -> None:
