@@ -24,9 +24,9 @@ worker_class = "app.worker.FlaskWorker"
 # 27.0.1 has reset its parser, and a request larger than the C parser keeps for that
 # case closes the connection; asyncio's loop runs the reset first.
 asgi_loop = "asyncio"
-# Small requests are called in each worker's loop, large batches on this many threads
-# (app/worker.py), so that several wait on Redis at once; 1: all in the loop.
-threads = int(os.environ.get("GUNICORN_THREADS", "2"))
+# Every request is called in its worker's loop, whose Redis commands go out together
+# (app/worker.py); above 1, batches of 8 KiB or more go to this many threads instead.
+threads = int(os.environ.get("GUNICORN_THREADS", "1"))
 # Load the app once in the master: start-up errors stop the master with their
 # message, and workers fork with the app already built.
 preload_app = True
