@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import re
@@ -61,7 +62,7 @@ class StoreBase:
         self.memory_high_watermark = settings.memory_high_watermark
         self._memory_checked: dict[str, tuple[float, bool]] = {}  # node -> (when, above)
         self._own = threading.local()  # this thread's client with a connection of its own
-        self._pipeline: tuple[int, LoopPipeline] | None = None  # (pid, this process's)
+        self._pipeline: tuple[object, LoopPipeline] | None = None  # (its loop, it)
         lua = resources.files("app") / "lua"
         for name in SCRIPTS:
             script = (lua / f"{name}.lua").read_text(encoding="utf-8")
@@ -96,10 +97,9 @@ class StoreBase:
         lock, a retry object, observability hooks and reply callbacks, about 40 % of
         the CPU of a command on the request path. hiredis packs the command: redis-py's
         own packing first copies every argument, a third of the app's CPU per event at
-        1,000 events a batch. A request called in the worker's
-        event loop sends it through the loop's pipeline instead, and the loop serves
-        on until the reply is in. A cluster client keeps its own path, which routes
-        by slot.
+        1,000 events a batch. A request called in the worker's event loop sends it
+        through the loop's pipeline instead, and the loop serves on until the reply is
+        in. A cluster client keeps its own path, which routes by slot.
         """
         if self.loop_connector is not None and portal.in_loop():
             pipeline = self._loop_pipeline()
@@ -121,10 +121,11 @@ class StoreBase:
             return connection.read_response()
 
     def _loop_pipeline(self) -> LoopPipeline:
-        """This process's LoopPipeline, made in its event loop on first use."""
-        pid = os.getpid()
-        if self._pipeline is None or self._pipeline[0] != pid:
-            self._pipeline = (pid, LoopPipeline(self.loop_connector))
+        """The running event loop's LoopPipeline, made on first use: its connection
+        and sender task belong to that loop (a forked worker runs a loop of its own)."""
+        loop = asyncio.get_running_loop()
+        if self._pipeline is None or self._pipeline[0] is not loop:
+            self._pipeline = (loop, LoopPipeline(self.loop_connector))
         return self._pipeline[1]
 
     def _run_script(self, script, keys: list[str], args: list):
@@ -136,8 +137,9 @@ class StoreBase:
         try:
             return self._execute(*command)
         except NoScriptError:
-            # A restarted or flushed Redis has lost the script: load it, run it again.
-            client.script_load(script.script)
+            # A restarted or flushed Redis has lost the script: load it, run it again
+            # (through _execute, so that a request in the loop does not block it).
+            self._execute("SCRIPT", "LOAD", script.script)
             return self._execute(*command)
 
     def ping(self) -> None:
