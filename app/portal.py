@@ -4,13 +4,43 @@ The worker calls the Flask app in its loop. A request there that waits on Redis
 would hold the whole loop; run in a Portal instead, it hands an awaitable back to
 the loop (await_in_loop) and the loop serves other requests until it completes.
 This is SQLAlchemy's greenlet_spawn / await_only, for one worker's loop.
+
+A Portal serves one call after another: a new greenlet maps a fresh frame stack
+for its first call and unmaps it when it ends (an mmap, a munmap and page faults
+per request), so idle ones are kept for the next call.
 """
+
+import contextvars
+import threading
 
 from greenlet import getcurrent, greenlet
 
+MAX_IDLE = 64  # Portals kept per thread beyond a burst of concurrent calls
+
 
 class Portal(greenlet):
-    """A greenlet running one sync call for a coroutine in the event loop."""
+    """A greenlet running sync calls for coroutines in the event loop, one at a time."""
+
+
+class _Returned:
+    """What a Portal hands back when its call has ended, to tell it from an awaitable."""
+
+    __slots__ = ("value", "error")
+
+    def __init__(self, value=None, error: BaseException | None = None):
+        self.value, self.error = value, error
+
+
+def _serve(function, args):
+    while True:
+        try:
+            outcome = _Returned(function(*args))
+        except BaseException as exc:  # noqa: BLE001 - it goes to the caller
+            outcome = _Returned(error=exc)
+        function, args = getcurrent().parent.switch(outcome)
+
+
+_idle = threading.local()  # greenlets switch only within their own thread
 
 
 def in_loop() -> bool:
@@ -25,13 +55,21 @@ def await_in_loop(awaitable):
 
 async def call(function, *args):
     """function(*args) in a Portal: the awaitables it hands over are awaited here."""
-    portal = Portal(function)
-    value = portal.switch(*args)
-    while not portal.dead:
+    idle = _idle.__dict__.setdefault("portals", [])
+    portal = idle.pop() if idle else Portal(_serve)
+    # Each call starts in an empty context, as in a new greenlet, and returns to here.
+    portal.gr_context = contextvars.Context()
+    portal.parent = getcurrent()
+    value = portal.switch(function, args)
+    while type(value) is not _Returned:
         try:
             result = await value
         except BaseException as exc:  # noqa: BLE001 - it goes to the paused call
             value = portal.throw(exc)
         else:
             value = portal.switch(result)
-    return value
+    if len(idle) < MAX_IDLE:
+        idle.append(portal)
+    if value.error is not None:
+        raise value.error
+    return value.value

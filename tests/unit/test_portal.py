@@ -61,3 +61,37 @@ def test_paused_calls_interleave_and_each_keeps_its_own_context() -> None:
     # The fast call ran while the slow one was paused.
     assert order == ["slow starts", "fast starts", "fast resumes", "slow resumes"]
     assert request_id.get() == "none"
+
+
+def test_a_portal_serves_the_next_call_once_its_call_has_ended() -> None:
+    from greenlet import getcurrent
+
+    async def two_in_turn():
+        first = await portal.call(getcurrent)
+        second = await portal.call(getcurrent)
+        return first, second
+
+    first, second = asyncio.run(two_in_turn())
+    assert first is second
+    assert first is not getcurrent()
+
+
+def test_a_reused_portal_starts_each_call_in_an_empty_context() -> None:
+    def set_and_return(name: str):
+        before = request_id.get()
+        request_id.set(name)
+        return before
+
+    async def two_in_turn():
+        return [await portal.call(set_and_return, "a"), await portal.call(set_and_return, "b")]
+
+    assert asyncio.run(two_in_turn()) == ["none", "none"]
+
+
+def test_a_portal_whose_call_raised_serves_the_next_call() -> None:
+    async def fail_then_succeed():
+        with pytest.raises(KeyError, match="gone"):
+            await portal.call(lambda: portal.await_in_loop(fail()))
+        return await portal.call(lambda: portal.await_in_loop(later("fine")))
+
+    assert asyncio.run(fail_then_succeed()) == "fine"
