@@ -1,10 +1,10 @@
 """JSON-lines logging, X-Request-ID in and out, one access line per request."""
 
 import logging
-import os
 import re
 import sys
 import time
+from random import getrandbits
 
 import orjson
 from flask import Flask, g, request
@@ -72,7 +72,9 @@ def register(app: Flask) -> None:
         context = g._get_current_object()  # one proxy lookup instead of one per use
         context.started = time.perf_counter()  # the access line and metrics time from here
         given = request.environ.get("HTTP_X_REQUEST_ID", "")
-        context.request_id = given if REQUEST_ID.match(given) else os.urandom(16).hex()
+        # 128 random bits from the process's generator (reseeded in a forked worker),
+        # not os.urandom: an id needs to be unique, not secret, and that is a system call.
+        context.request_id = given if REQUEST_ID.match(given) else f"{getrandbits(128):032x}"
         context.log_fields = {}
 
     @app.after_request

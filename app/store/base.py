@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import re
 import threading
 from importlib import resources
@@ -20,7 +19,7 @@ from redis.exceptions import (
     TryAgainError,
 )
 
-from .. import portal
+from .. import pid, portal
 from ..config import Settings
 from ..errors import StoreUnavailable
 from .pipeline import LoopPipeline
@@ -85,8 +84,8 @@ class StoreBase:
         if isinstance(self.client, RedisCluster):
             return self.client
         own = self._own
-        if getattr(own, "pid", None) != os.getpid():  # none yet, or made before a fork
-            own.client, own.pid = self.client.client(), os.getpid()
+        if getattr(own, "pid", None) != pid.current():  # none yet, or made before a fork
+            own.client, own.pid = self.client.client(), pid.current()
         return own.client
 
     def _execute(self, *command):
@@ -130,9 +129,8 @@ class StoreBase:
 
     def _run_script(self, script, keys: list[str], args: list):
         """Run a registered script with EVALSHA through _execute."""
-        client = self._thread_client()
-        if isinstance(client, RedisCluster):
-            return script(keys=keys, args=args, client=client)
+        if isinstance(self.client, RedisCluster):
+            return script(keys=keys, args=args, client=self.client)
         command = ("EVALSHA", script.sha, len(keys), *keys, *args)
         try:
             return self._execute(*command)
