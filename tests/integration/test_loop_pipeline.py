@@ -12,7 +12,7 @@ from app import connection
 from app.config import Settings
 from app.store.pipeline import LoopPipeline
 
-from .conftest import RedisServer
+from .conftest import RedisServer, free_port
 
 
 @contextlib.asynccontextmanager
@@ -108,3 +108,51 @@ def test_a_frozen_redis_costs_a_timeout_and_its_return_a_fresh_connection(
             return await pipeline.execute(("GET", "k"))
 
     assert asyncio.run(across_a_freeze()) == "v"  # the SET was sent before the freeze ended
+
+
+def test_a_reply_larger_than_one_read_arrives_whole(
+    real_redis: redis.Redis, redis_url: str
+) -> None:
+    value = "x" * 1_000_000  # about 15 reads of the connection
+
+    async def large_then_small():
+        async with pipeline_to(redis_url) as pipeline:
+            return await asyncio.gather(
+                pipeline.execute(("SET", "big", value)),
+                pipeline.execute(("GET", "big")),
+                pipeline.execute(("STRLEN", "big")),
+            )
+
+    assert asyncio.run(large_then_small()) == ["OK", value, 1_000_000]
+
+
+def test_an_unreachable_redis_fails_every_command_waiting_with_a_connection_error() -> None:
+    async def to_nothing():
+        async with pipeline_to(f"redis://127.0.0.1:{free_port()}/0", timeout=1) as pipeline:
+            return await asyncio.gather(
+                pipeline.execute(("PING",)), pipeline.execute(("PING",)), return_exceptions=True
+            )
+
+    replies = asyncio.run(to_nothing())
+    assert [type(reply) for reply in replies] == [redis.ConnectionError] * 2
+
+
+def test_closing_fails_the_replies_still_due(
+    redis_factory: Callable[..., RedisServer],
+) -> None:
+    server = redis_factory()
+
+    async def close_while_frozen():
+        async with pipeline_to(server.url, timeout=30) as pipeline:
+            await pipeline.execute(("PING",))
+            server.process.send_signal(signal.SIGSTOP)
+            try:
+                due = asyncio.ensure_future(pipeline.execute(("PING",)))
+                await asyncio.sleep(0.05)  # written, no reply
+                await pipeline.close()
+                with pytest.raises(redis.ConnectionError):
+                    await due
+            finally:
+                server.process.send_signal(signal.SIGCONT)
+
+    asyncio.run(close_while_frozen())
