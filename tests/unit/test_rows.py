@@ -84,3 +84,9 @@ def test_row_key_fields_are_resolved_once_per_stream():
     resolve("agent-us-1", "users")
     info = resolve.cache_info()
     assert (info.misses, info.hits, info.maxsize) == (2, 2, rows.MAX_CACHED_STREAMS)
+
+
+def test_encode_each_splits_right_when_a_value_holds_the_marker(monkeypatch):
+    monkeypatch.setattr(rows.secrets, "token_hex", lambda nbytes: "guessed")
+    values = [{"a": 1}, {"tags": ["x", "guessed", "y"]}, {"b": 2}]
+    assert rows.encode_each(values) == [rows.encode(v) for v in values]
