@@ -10,7 +10,9 @@ order sent: a batch stays one atomic script call.
 redis-py opens the connection (timeouts, TLS, AUTH, SELECT); from then on one task
 reads it, hiredis parses the replies as they arrive, and each goes straight to its
 caller. redis-py's own command path spent more CPU than that per reply: a timer and
-a parser call each, and a sender task in between.
+a parser call each, and a sender task in between. A reply still missing after
+REDIS_TIMEOUT drops the connection: its callers get a TimeoutError, and the next
+command opens a fresh one.
 """
 
 from __future__ import annotations
@@ -49,13 +51,18 @@ class LoopPipeline:
         return await reply
 
     async def close(self) -> None:
-        """Close the connection; replies still due fail."""
+        """Close the connection; replies still due fail, and commands not yet sent."""
+        due, self._unsent = self._unsent, []
+        for _, reply in due:
+            settle(reply, redis.ConnectionError("The connection to Redis was closed."))
         for task in (self._opening, self._link and self._link.reader):
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
 
     def _write(self) -> None:
+        if not self._unsent:
+            return  # failed meanwhile (close, or a connection that could not open)
         link = self._link
         if link is None or link.closed:
             if self._opening is None:

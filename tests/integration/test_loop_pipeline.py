@@ -149,9 +149,13 @@ def test_closing_fails_the_replies_still_due(
             try:
                 due = asyncio.ensure_future(pipeline.execute(("PING",)))
                 await asyncio.sleep(0.05)  # written, no reply
+                unsent = asyncio.ensure_future(pipeline.execute(("PING",)))
+                await asyncio.sleep(0)  # queued, not written yet
                 await pipeline.close()
                 with pytest.raises(redis.ConnectionError):
                     await due
+                with pytest.raises(redis.ConnectionError):
+                    await unsent
             finally:
                 server.process.send_signal(signal.SIGCONT)
 
