@@ -3,7 +3,7 @@
 import asyncio
 import contextlib
 import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
 import redis
@@ -23,6 +23,16 @@ async def pipeline_to(url: str, timeout: float = 5) -> AsyncIterator[LoopPipelin
         yield pipeline
     finally:
         await pipeline.close()
+
+
+@contextlib.contextmanager
+def frozen(server: RedisServer) -> Iterator[None]:
+    """The server stopped (SIGSTOP): connections stay open, nothing is answered."""
+    server.process.send_signal(signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        server.process.send_signal(signal.SIGCONT)
 
 
 def reads(client: redis.Redis) -> int:
@@ -99,12 +109,8 @@ def test_a_frozen_redis_costs_a_timeout_and_its_return_a_fresh_connection(
     async def across_a_freeze():
         async with pipeline_to(server.url, timeout=0.5) as pipeline:
             assert await pipeline.execute(("PING",)) == "PONG"
-            server.process.send_signal(signal.SIGSTOP)
-            try:
-                with pytest.raises(redis.TimeoutError):
-                    await pipeline.execute(("SET", "k", "v"))
-            finally:
-                server.process.send_signal(signal.SIGCONT)
+            with frozen(server), pytest.raises(redis.TimeoutError):
+                await pipeline.execute(("SET", "k", "v"))
             return await pipeline.execute(("GET", "k"))
 
     assert asyncio.run(across_a_freeze()) == "v"  # the SET was sent before the freeze ended
@@ -145,8 +151,7 @@ def test_closing_fails_the_replies_still_due(
     async def close_while_frozen():
         async with pipeline_to(server.url, timeout=30) as pipeline:
             await pipeline.execute(("PING",))
-            server.process.send_signal(signal.SIGSTOP)
-            try:
+            with frozen(server):
                 due = asyncio.ensure_future(pipeline.execute(("PING",)))
                 await asyncio.sleep(0.05)  # written, no reply
                 unsent = asyncio.ensure_future(pipeline.execute(("PING",)))
@@ -156,7 +161,5 @@ def test_closing_fails_the_replies_still_due(
                     await due
                 with pytest.raises(redis.ConnectionError):
                     await unsent
-            finally:
-                server.process.send_signal(signal.SIGCONT)
 
     asyncio.run(close_while_frozen())
