@@ -23,7 +23,7 @@ class Portal(greenlet):
 
 
 class _Returned:
-    """What a Portal hands back when its call has ended, to tell it from an awaitable."""
+    """What a call ended with, kept on its Portal until the caller takes it."""
 
     __slots__ = ("value", "error")
 
@@ -31,13 +31,19 @@ class _Returned:
         self.value, self.error = value, error
 
 
+ENDED = object()  # what a Portal hands back when its call has ended
+
+
 def _serve(function, args):
+    portal = getcurrent()
     while True:
         try:
-            outcome = _Returned(function(*args))
+            portal.returned = _Returned(function(*args))
         except BaseException as exc:  # noqa: BLE001 - it goes to the caller
-            outcome = _Returned(error=exc)
-        function, args = getcurrent().parent.switch(outcome)
+            portal.returned = _Returned(error=exc)
+        # While idle, hold nothing of the call (its environ holds the request body).
+        function = args = None
+        function, args = portal.parent.switch(ENDED)
 
 
 _idle = threading.local()  # greenlets switch only within their own thread
@@ -61,15 +67,16 @@ async def call(function, *args):
     portal.gr_context = contextvars.Context()
     portal.parent = getcurrent()
     value = portal.switch(function, args)
-    while type(value) is not _Returned:
+    while value is not ENDED:
         try:
             result = await value
         except BaseException as exc:  # noqa: BLE001 - it goes to the paused call
             value = portal.throw(exc)
         else:
             value = portal.switch(result)
+    returned, portal.returned = portal.returned, None
     if len(idle) < MAX_IDLE:
         idle.append(portal)
-    if value.error is not None:
-        raise value.error
-    return value.value
+    if returned.error is not None:
+        raise returned.error
+    return returned.value

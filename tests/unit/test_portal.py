@@ -95,3 +95,24 @@ def test_a_portal_whose_call_raised_serves_the_next_call() -> None:
         return await portal.call(lambda: portal.await_in_loop(later("fine")))
 
     assert asyncio.run(fail_then_succeed()) == "fine"
+
+
+def test_an_idle_portal_holds_nothing_of_its_last_call() -> None:
+    import gc
+    import weakref
+
+    class Body:
+        pass
+
+    def echo(body):
+        return body
+
+    async def one_call():
+        body = Body()
+        returned = await portal.call(echo, body)
+        assert returned is body
+        return weakref.ref(body)
+
+    gone = asyncio.run(one_call())
+    gc.collect()
+    assert gone() is None
