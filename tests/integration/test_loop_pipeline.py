@@ -163,3 +163,20 @@ def test_closing_fails_the_replies_still_due(
                     await unsent
 
     asyncio.run(close_while_frozen())
+
+
+def test_the_connection_logs_in_and_selects_the_database_of_the_url(
+    redis_factory: Callable[..., RedisServer],
+) -> None:
+    server = redis_factory()
+    with redis.Redis(port=server.port) as admin:
+        admin.config_set("requirepass", "loop-secret")
+
+    async def write_to_db_3():
+        url = f"redis://:loop-secret@127.0.0.1:{server.port}/3"
+        async with pipeline_to(url) as pipeline:
+            return await pipeline.execute(("SET", "where", "db 3"))
+
+    assert asyncio.run(write_to_db_3()) == "OK"
+    with redis.Redis(port=server.port, password="loop-secret", db=3) as db3:
+        assert db3.get("where") == b"db 3"
