@@ -121,7 +121,7 @@ class StoreBase:
 
     def _loop_pipeline(self) -> LoopPipeline:
         """The running event loop's LoopPipeline, made on first use: its connection
-        and sender task belong to that loop (a forked worker runs a loop of its own)."""
+        and reader task belong to that loop (a forked worker runs a loop of its own)."""
         loop = asyncio.get_running_loop()
         if self._pipeline is None or self._pipeline[0] is not loop:
             self._pipeline = (loop, LoopPipeline(self.loop_connector))

@@ -27,6 +27,7 @@ import redis.asyncio
 from redis._parsers.base import BaseParser
 
 READ_SIZE = 65536
+CLOSED = "The connection to Redis was closed."
 
 
 class LoopPipeline:
@@ -54,7 +55,7 @@ class LoopPipeline:
         """Close the connection; replies still due fail, and commands not yet sent."""
         due, self._unsent = self._unsent, []
         for _, reply in due:
-            settle(reply, redis.ConnectionError("The connection to Redis was closed."))
+            settle(reply, redis.ConnectionError(CLOSED))
         for task in (self._opening, self._link and self._link.reader):
             if task is not None:
                 task.cancel()
@@ -154,7 +155,7 @@ def failure(exc: BaseException) -> redis.RedisError:
     if isinstance(exc, redis.RedisError):
         return exc
     if isinstance(exc, asyncio.CancelledError):
-        return redis.ConnectionError("The connection to Redis was closed.")
+        return redis.ConnectionError(CLOSED)
     if isinstance(exc, IndexError):
         return redis.ConnectionError("Redis sent a reply that no command asked for.")
     return redis.ConnectionError(f"{type(exc).__name__}: {exc}")
