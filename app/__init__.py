@@ -10,6 +10,7 @@ from .bodies import FusinkRequest
 from .config import Settings
 from .jsonio import OrjsonProvider
 from .routes import fuagent, ops, streams, ui
+from .routing import FusinkFlask
 from .schemas import BatchSchema
 from .state import State
 from .store import Store
@@ -22,7 +23,7 @@ def create_app(settings: Settings | None = None, redis=None) -> Flask:
     """
     logs.configure()
     settings = settings or Settings.from_env(os.environ)
-    app = Flask(__name__)
+    app = FusinkFlask(__name__)
     register_state(app, settings, redis)
     logs.register(app)
     metrics.register(app)

@@ -1,0 +1,71 @@
+"""FusinkFlask: Flask, remembering which rule a request's method and path match.
+
+Flask binds the URL map to every request's environ (host, script name, path and
+query decoded) and runs Werkzeug's matcher over every rule, a tenth of the
+instructions a status read takes. For a rule without arguments the outcome depends
+only on the method and the path, so it is remembered; anything else (arguments,
+redirects, 404, 405, `url_for`) goes to the MapAdapter Flask builds, as before.
+"""
+
+from flask import Flask
+from werkzeug.routing import MapAdapter, Rule
+
+# Remembered (method, path) pairs: paths differing only in leading slashes match
+# the same rule, so a client could otherwise grow the memo without end.
+MAX_REMEMBERED = 256
+
+
+class FusinkFlask(Flask):
+    """Flask whose requests look up their rule in a memo before binding the URL map."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.remembered_rules: dict[tuple[str, str], Rule] = {}
+
+    def create_url_adapter(self, request):
+        if (
+            request is None
+            # Host checks and host-dependent matching need the bound adapter.
+            or self.config["TRUSTED_HOSTS"] is not None
+            or self.url_map.host_matching
+            or self.subdomain_matching
+            or "HTTP_UPGRADE" in request.environ  # a WebSocket matches other rules
+        ):
+            return super().create_url_adapter(request)
+        return RememberingAdapter(self, request)
+
+
+class RememberingAdapter:
+    """A request's URL adapter: the remembered rule, else Flask's MapAdapter, bound
+    on first use."""
+
+    __slots__ = ("app", "request", "_bound")
+
+    def __init__(self, app: FusinkFlask, request):
+        self.app, self.request, self._bound = app, request, None
+
+    @property
+    def bound(self) -> MapAdapter:
+        if self._bound is None:
+            self._bound = Flask.create_url_adapter(self.app, self.request)
+        return self._bound
+
+    def match(
+        self, path_info=None, method=None, return_rule=False, query_args=None, websocket=None
+    ):
+        if path_info is not None or method is not None or not return_rule or websocket:
+            return self.bound.match(path_info, method, return_rule, query_args, websocket)
+        # How Flask matches a request: its own method and path, the rule returned.
+        environ = self.request.environ
+        key = (environ["REQUEST_METHOD"], environ.get("PATH_INFO", ""))
+        remembered = self.app.remembered_rules
+        rule = remembered.get(key)
+        if rule is not None:
+            return rule, {}
+        rule, arguments = self.bound.match(return_rule=True, query_args=query_args)
+        if not arguments and len(remembered) < MAX_REMEMBERED:
+            remembered[key] = rule
+        return rule, arguments
+
+    def __getattr__(self, name):
+        return getattr(self.bound, name)  # build(), and anything else a MapAdapter has
