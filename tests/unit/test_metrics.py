@@ -2,6 +2,8 @@
 
 import json
 import logging
+import os
+import time
 from dataclasses import replace
 
 import pytest
@@ -194,6 +196,21 @@ def test_ingest_access_line_carries_the_batch_outcome(agent, caplog):
     assert (line["agent_id"], line["task_id"], line["events"]) == ("agent-1", "orders", 2)
     assert (line["rows_written"], line["rows_skipped"]) == (1, 1)
     assert line["snapshot_needed"] is False
+
+
+def test_access_line_is_a_log_record_like_any_other(agent, caplog):
+    caplog.set_level(logging.INFO, logger="fusink.access")
+    agent.send({"id": 1, "index": 9})
+    record = caplog.records[-1]
+    plain = logging.LogRecord(
+        "fusink.access", logging.INFO, "", 0, "POST /ingest-batch 200", (), None
+    )
+    assert set(vars(plain)) <= set(vars(record))
+    assert (record.levelname, record.process, record.thread) == ("INFO", os.getpid(), None)
+    assert abs(record.created - time.time()) < 5
+    text = logging.Formatter("%(levelname)s %(name)s %(filename)s:%(lineno)d %(message)s")
+    assert text.format(record) == "INFO fusink.access :0 POST /ingest-batch 200"
+    assert json.loads(JsonFormatter().format(record))["level"] == "info"
 
 
 def test_log_holds_no_credential_or_row_content(agent, caplog):
