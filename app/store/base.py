@@ -49,6 +49,9 @@ class StoreBase:
 
     def __init__(self, client, settings: Settings, loop_connector=None):
         self.client = client
+        # RedisCluster's isinstance check goes through typing's protocol machinery,
+        # thousands of instructions: asked once, not several times per request.
+        self.is_cluster = isinstance(client, RedisCluster)
         # Makes the asyncio connection of a worker's loop; None: every call blocks.
         self.loop_connector = loop_connector
         self.prefix = settings.key_prefix
@@ -69,7 +72,7 @@ class StoreBase:
 
     def _node(self, key: str) -> tuple[str, redis.Redis]:
         """(name, client) of the server holding `key`: the one server, or a cluster master."""
-        if not isinstance(self.client, RedisCluster):
+        if not self.is_cluster:
             return "", self.client
         node = self.client.get_node_from_key(key)
         return node.name, self.client.get_redis_connection(node)
@@ -81,7 +84,7 @@ class StoreBase:
         the pid and polls the socket to check out a connection, about a third of
         redis-py's cost per command. A cluster client keeps its pooled path.
         """
-        if isinstance(self.client, RedisCluster):
+        if self.is_cluster:
             return self.client
         own = self._own
         if getattr(own, "pid", None) != pid.current():  # none yet, or made before a fork
@@ -107,7 +110,7 @@ class StoreBase:
             except redis.ConnectionError:
                 return portal.await_in_loop(pipeline.execute(command))
         client = self._thread_client()
-        if isinstance(client, RedisCluster):
+        if self.is_cluster:
             return client.execute_command(*command)
         connection = client.connection
         packed = [hiredis.pack_command(command)]
@@ -129,7 +132,7 @@ class StoreBase:
 
     def _run_script(self, script, keys: list[str], args: list):
         """Run a registered script with EVALSHA through _execute."""
-        if isinstance(self.client, RedisCluster):
+        if self.is_cluster:
             return script(keys=keys, args=args, client=self.client)
         command = ("EVALSHA", script.sha, len(keys), *keys, *args)
         try:
