@@ -1,10 +1,15 @@
-"""FusinkFlask: Flask, remembering which rule a request's method and path match.
+"""FusinkFlask: Flask, remembering which rule a request's method and path match,
+and which views and hooks are plain functions.
 
 Flask binds the URL map to every request's environ (host, script name, path and
 query decoded) and runs Werkzeug's matcher over every rule, a tenth of the
 instructions a status read takes. For a rule without arguments the outcome depends
 only on the method and the path, so it is remembered; anything else (arguments,
 redirects, 404, 405, `url_for`) goes to the MapAdapter Flask builds, as before.
+
+Flask also asks, for the view and every hook of every request, whether it is a
+coroutine function (five calls into `inspect` each time); a function's answer does
+not change, so each plain one is remembered.
 """
 
 from flask import Flask
@@ -16,11 +21,13 @@ MAX_REMEMBERED = 256
 
 
 class FusinkFlask(Flask):
-    """Flask whose requests look up their rule in a memo before binding the URL map."""
+    """Flask whose requests look up their rule in a memo before binding the URL map,
+    and whose plain views and hooks are known as such after their first call."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.remembered_rules: dict[tuple[str, str], Rule] = {}
+        self.plain_functions: set = set()  # views and hooks known not to be coroutines
 
     def create_url_adapter(self, request):
         if (
@@ -33,6 +40,17 @@ class FusinkFlask(Flask):
         ):
             return super().create_url_adapter(request)
         return RememberingAdapter(self, request)
+
+    def ensure_sync(self, func):
+        try:
+            if func in self.plain_functions:
+                return func
+        except TypeError:  # an unhashable callable: asked every time
+            return super().ensure_sync(func)
+        synced = super().ensure_sync(func)
+        if synced is func and len(self.plain_functions) < MAX_REMEMBERED:
+            self.plain_functions.add(func)
+        return synced
 
 
 class RememberingAdapter:

@@ -80,3 +80,17 @@ def test_trusted_hosts_are_checked_by_flask_adapter(app, client) -> None:
     refused = client.get("/healthz", base_url="http://elsewhere.example")
     assert refused.status_code == 400
     assert refused.is_json
+
+
+def test_plain_views_and_hooks_are_remembered_and_coroutines_are_not(app, client) -> None:
+    assert client.get("/healthz").status_code == 200
+    assert app.view_functions["ops.get_health"] in app.plain_functions
+    assert all(hook in app.plain_functions for hook in app.after_request_funcs[None])
+
+    async def coroutine_view():
+        return {}
+
+    for _ in range(2):  # Flask's answer each time: async views need its "async" extra
+        with pytest.raises(RuntimeError, match="async"):
+            app.ensure_sync(coroutine_view)
+    assert coroutine_view not in app.plain_functions
