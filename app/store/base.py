@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
 import threading
 from importlib import resources
@@ -149,14 +148,23 @@ class StoreBase:
             self.client.ping()
 
 
-@contextlib.contextmanager
-def unavailable_as_503():
-    """Turn Redis being down, slow, full or read-only into StoreUnavailable."""
-    try:
-        yield
-    except TRANSIENT_ERRORS as exc:
-        raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
-    except redis.ResponseError as exc:
-        if TRANSIENT_REPLY.search(str(exc)):
-            raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
-        raise
+class unavailable_as_503:  # named for how it reads: `with unavailable_as_503():`
+    """Turn Redis being down, slow, full or read-only into StoreUnavailable.
+
+    A class rather than a @contextmanager: every Redis call of a request enters
+    one, and a generator-based one costs several calls more each time.
+    """
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind, exc, traceback) -> bool:
+        if kind is None:
+            return False
+        if issubclass(kind, TRANSIENT_ERRORS) or (
+            issubclass(kind, redis.ResponseError) and TRANSIENT_REPLY.search(str(exc))
+        ):
+            raise StoreUnavailable(f"{kind.__name__}: {exc}") from exc
+        return False

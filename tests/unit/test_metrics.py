@@ -7,6 +7,7 @@ import time
 from dataclasses import replace
 
 import pytest
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.parser import text_string_to_metric_families
 
 from app import create_app, metrics
@@ -181,6 +182,36 @@ def test_metrics_token_with_a_space_is_refused_without_echoing_it():
         Settings.from_env({"API_KEYS": "k1", "METRICS_TOKEN": "two words"})
     assert list(caught.value.problems) == ["METRICS_TOKEN"]
     assert "two words" not in str(caught.value)
+
+
+def test_the_request_path_writes_what_inc_and_observe_write() -> None:
+    def pair(kind, **options):
+        registry = CollectorRegistry()
+        made = [
+            kind(name, "Help.", ["op"], registry=registry, **options)
+            for name in ("by_library", "by_fusink")
+        ]
+        return registry, made
+
+    registry, (library, lean) = pair(Histogram, buckets=(0.001, 0.0025, 0.5, 1))
+    for seconds in (0, 0.0005, 0.001, 0.0010001, 0.0025, 0.3, 1, 7.5):
+        library.labels("x").observe(seconds)
+        metrics.observe(lean.labels("x"), seconds)
+    counters, (counted, added) = pair(Counter)
+    for amount in (1, 5, 0.5):
+        counted.labels("x").inc(amount)
+        metrics.add(added.labels("x"), amount)
+
+    def samples(collected, name):
+        return [
+            (sample.name.removeprefix(name), sample.labels, sample.value)
+            for family in collected.collect()
+            if family.name == name
+            for sample in family.samples
+        ]
+
+    assert samples(registry, "by_fusink") == samples(registry, "by_library") != []
+    assert samples(counters, "by_fusink") == samples(counters, "by_library") != []
 
 
 def test_ingest_access_line_carries_the_batch_outcome(agent, caplog):
