@@ -73,6 +73,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, help="gunicorn threads per worker")
     parser.add_argument("--repeats", type=int, default=3, help="A/B rounds per phase")
     parser.add_argument(
+        "--warmup",
+        type=int,
+        default=2,
+        help="seconds of status reads on each sink before the rounds (not measured)",
+    )
+    parser.add_argument(
         "--sinks",
         type=lambda text: text.split(","),
         default=["fusink", "reference"],
@@ -543,6 +549,17 @@ def markdown(phases: list[dict]) -> str:
 SERVERS = {"fusink": fusink_server, "reference": reference_server, "floor": floor_server}
 
 
+def warm_up(args: argparse.Namespace, servers: dict, client: redis.Redis) -> None:
+    """--warmup seconds of status reads on each sink, not measured: a fresh worker's
+    first requests pay one-time costs (imports, connections, caches)."""
+    if not args.warmup:
+        return
+    warm_up_args = argparse.Namespace(**dict(vars(args), duration=args.warmup))
+    for sink, (base_url, master) in servers.items():
+        print(f"warm-up {sink} ...", file=sys.stderr)
+        status_phase(warm_up_args, sink, base_url, master, client)
+
+
 def run_phases(args: argparse.Namespace) -> tuple[dict, list[dict]]:
     """Start Redis and the sinks; run each chosen phase on every sink in turn,
     alternating which goes first, --repeats times; then the ceilings."""
@@ -559,6 +576,7 @@ def run_phases(args: argparse.Namespace) -> tuple[dict, list[dict]]:
                 servers[sink] = stack.enter_context(
                     SERVERS[sink](args, redis_url, tmp / f"{sink}.log")
                 )
+        warm_up(args, servers, client)
         bodies = {
             size: ingest_bodies(args, size, tmp)
             for size in BATCH_SIZES
