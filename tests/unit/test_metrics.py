@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from app import create_app, metrics
 from app.config import ConfigError, Settings
-from app.logs import JsonFormatter
+from app.logs import AccessRecord, JsonFormatter
 from tests.conftest import batch
 
 
@@ -242,6 +242,18 @@ def test_access_line_is_a_log_record_like_any_other(agent, caplog):
     text = logging.Formatter("%(levelname)s %(name)s %(filename)s:%(lineno)d %(message)s")
     assert text.format(record) == "INFO fusink.access :0 POST /ingest-batch 200"
     assert json.loads(JsonFormatter().format(record))["level"] == "info"
+
+
+def test_access_line_is_the_json_any_record_with_its_fields_gives() -> None:
+    fields = {"request_id": "r-1", "status": 200, "principal": None, "events": 2}
+    fast = AccessRecord("fusink.access", "POST /ingest-batch 200", fields)
+    plain = logging.getLogger("fusink.access").makeRecord(
+        "fusink.access", logging.INFO, "", 0, "POST /ingest-batch 200", (), None, extra=fields
+    )
+    plain.created, plain.process = fast.created, fast.process
+    assert JsonFormatter().format(fast) == JsonFormatter().format(plain)
+    fast.added_by_a_filter = "seen"  # attributes added after the record was made count too
+    assert json.loads(JsonFormatter().format(fast))["added_by_a_filter"] == "seen"
 
 
 def test_log_holds_no_credential_or_row_content(agent, caplog):
