@@ -5,12 +5,12 @@ import os
 from flask import Flask
 
 from . import auth, errors, logs, metrics, rows, spec
+from .application import FusinkFlask
 from .auth import Authenticator
 from .bodies import FusinkRequest
 from .config import Settings
 from .jsonio import OrjsonProvider
 from .routes import fuagent, ops, streams, ui
-from .routing import FusinkFlask
 from .schemas import BatchSchema
 from .state import State
 from .store import Store

@@ -1,8 +1,7 @@
-"""FusinkFlask: Flask, remembering which rule a request's method and path match,
-and which views and hooks are plain functions.
+"""FusinkFlask: Flask, with what it works out anew for every request worked out once.
 
 Flask binds the URL map to every request's environ (host, script name, path and
-query decoded) and runs Werkzeug's matcher over every rule, a tenth of the
+query decoded) and runs Werkzeug's matcher on its path, a tenth of the
 instructions a status read takes. For a rule without arguments the outcome depends
 only on the method and the path, so it is remembered; anything else (arguments,
 redirects, 404, 405, `url_for`) goes to the MapAdapter Flask builds, as before.
@@ -10,9 +9,14 @@ redirects, 404, 405, `url_for`) goes to the MapAdapter Flask builds, as before.
 Flask also asks, for the view and every hook of every request, whether it is a
 coroutine function (five calls into `inspect` each time); a function's answer does
 not change, so each plain one is remembered.
+
+fusink keeps no sessions (an API, and operator pages without log-in): Flask's
+cookie sessions made an empty session object for every request; NoSessions hands
+out one read-only empty session (any write to it raises) and saves nothing.
 """
 
 from flask import Flask
+from flask.sessions import NullSession, SessionInterface
 from werkzeug.routing import MapAdapter, Rule
 
 # Remembered (method, path) pairs: paths differing only in leading slashes match
@@ -20,9 +24,24 @@ from werkzeug.routing import MapAdapter, Rule
 MAX_REMEMBERED = 256
 
 
+class NoSessions(SessionInterface):
+    """The same empty, read-only session for every request; nothing to save."""
+
+    _session = NullSession()
+
+    def open_session(self, app, request):
+        return self._session
+
+    def save_session(self, app, session, response):
+        pass
+
+
 class FusinkFlask(Flask):
     """Flask whose requests look up their rule in a memo before binding the URL map,
-    and whose plain views and hooks are known as such after their first call."""
+    whose plain views and hooks are known as such after their first call, and
+    which keeps no sessions."""
+
+    session_interface = NoSessions()
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

@@ -1,11 +1,11 @@
-"""app/routing.py: a remembered rule matches as Flask's own URL adapter does."""
+"""app/application.py: FusinkFlask matches, runs and answers as Flask does."""
 
 import pytest
-from flask import Flask, url_for
+from flask import Flask, session, url_for
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import MapAdapter
 
-from app import routing
+from app import application
 
 CASES = [
     ("POST", "/ingest-batch"),
@@ -60,9 +60,9 @@ def test_only_rules_without_arguments_are_remembered(app, client) -> None:
 
 
 def test_the_memo_stops_growing_at_its_bound(app, client) -> None:
-    for slashes in range(1, routing.MAX_REMEMBERED + 20):
+    for slashes in range(1, application.MAX_REMEMBERED + 20):
         assert request(client, "GET", "/" * slashes + "healthz").status_code == 200
-    assert len(app.remembered_rules) == routing.MAX_REMEMBERED
+    assert len(app.remembered_rules) == application.MAX_REMEMBERED
 
 
 def test_url_for_builds_through_the_adapter_flask_binds(app) -> None:
@@ -94,3 +94,13 @@ def test_plain_views_and_hooks_are_remembered_and_coroutines_are_not(app, client
         with pytest.raises(RuntimeError, match="async"):
             app.ensure_sync(coroutine_view)
     assert coroutine_view not in app.plain_functions
+
+
+def test_there_are_no_sessions_to_write_or_send(app, client) -> None:
+    with app.test_request_context("/healthz"):
+        assert dict(session) == {}
+        with pytest.raises(RuntimeError, match="session is unavailable"):
+            session["user"] = "someone"
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert "Set-Cookie" not in response.headers
