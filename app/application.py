@@ -19,8 +19,9 @@ from flask import Flask
 from flask.sessions import NullSession, SessionInterface
 from werkzeug.routing import MapAdapter, Rule
 
-# Remembered (method, path) pairs: paths differing only in leading slashes match
-# the same rule, so a client could otherwise grow the memo without end.
+# At most this many (method, path) pairs, and as many plain functions: paths that
+# differ only in leading slashes match the same rule, so a client could otherwise
+# grow the memo without end.
 MAX_REMEMBERED = 256
 
 

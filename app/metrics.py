@@ -105,9 +105,9 @@ def rows_pruned(count: int) -> None:
 
 
 # The request path writes about eight values a batch. Counter.inc() and
-# Histogram.observe() check their argument and the metric's labels on every call
-# and observe() walks the buckets in Python; these write the same values, found
-# once (prometheus_client is pinned; tests/unit/test_metrics.py compares them).
+# Histogram.observe() check their argument and the metric's labels on every call,
+# and observe() walks the buckets in Python; these make the same writes without
+# that (prometheus_client is pinned; tests/unit/test_metrics.py compares them).
 
 
 def add(counter: Counter, amount: float = 1) -> None:
