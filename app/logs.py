@@ -14,8 +14,12 @@ from . import pid
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=-]{1,128}$")
 access_log = logging.getLogger("fusink.access")
 
+# The attributes every LogRecord has, as an access line's record has them.
+_ACCESS_DEFAULTS = dict(vars(logging.LogRecord("", logging.INFO, "", 0, "", (), None)))
+# No record names its thread or process (configure() turns those look-ups off).
+_ACCESS_DEFAULTS.update(thread=None, threadName=None, processName=None)
 # LogRecord attributes that are not extra fields given by the caller.
-_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
+_STANDARD = set(_ACCESS_DEFAULTS) | {"message", "asctime"}
 
 
 class AccessRecord(logging.LogRecord):
@@ -39,11 +43,6 @@ class AccessRecord(logging.LogRecord):
         attributes["relativeCreated"] = (now - logging._startTime) * 1000
         self.__dict__ = attributes
         self.fields, self.size = fields, len(attributes)
-
-
-_ACCESS_DEFAULTS = dict(vars(logging.LogRecord("", logging.INFO, "", 0, "", (), None)))
-# No record names its thread or process (configure() turns those look-ups off).
-_ACCESS_DEFAULTS.update(thread=None, threadName=None, processName=None)
 
 
 class JsonFormatter(logging.Formatter):
