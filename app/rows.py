@@ -3,8 +3,9 @@
 import functools
 import json
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from fnmatch import fnmatchcase
+from typing import NamedTuple
 
 import orjson
 
@@ -12,6 +13,15 @@ from .config import RowKeyRule
 
 MAX_INDEX = 2**63 - 1
 MAX_CACHED_STREAMS = 10_000  # streams whose row-key fields a process remembers
+
+
+class Columns(NamedTuple):
+    """A batch's events as the ingest script takes them: one sequence per column, in
+    event order; Redis gets each column as one run of arguments."""
+
+    keys: Sequence[str | int] = ()  # row keys (an integer stands for its decimal digits)
+    indexes: Sequence[int | str] = ()  # '' where an event has none
+    values: Sequence[bytes] = ()  # the rows' compact JSON
 
 
 def key_fields_resolver(

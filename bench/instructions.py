@@ -8,7 +8,7 @@ their number of requests; the difference per request leaves start-up out. Unlike
 CPU time on a shared 2-core VM (which moves by a fifth from run to run), the count
 repeats to within a fraction of a percent, so a change of 1 % shows.
 
-Usage: python bench/instructions.py [--redis-url URL] [--phases ingest,status]
+Usage: python bench/instructions.py [--redis-url URL] [--phases ingest,status] [--events N]
 (needs valgrind: apt-get install valgrind; about a minute per phase; without
 --redis-url it starts a redis-server of its own, as bench/run.py does)
 """
@@ -35,6 +35,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--redis-url", help="an existing Redis (default: start one)")
     parser.add_argument("--phases", type=lambda text: text.split(","), default=["ingest", "status"])
     parser.add_argument("--concurrency", type=int, default=4, help="requests in flight")
+    parser.add_argument("--events", type=int, default=1, help="events per ingest batch")
     parser.add_argument("--requests", type=int, help=argparse.SUPPRESS)  # the counted run
     return parser.parse_args(argv)
 
@@ -43,12 +44,18 @@ def count(args: argparse.Namespace, phase: str, requests: int) -> int:
     """Instructions callgrind counts for one run of `requests` requests."""
     command = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"]
     command += [sys.executable, __file__, "--redis-url", args.redis_url, "--phases", phase]
-    command += ["--concurrency", str(args.concurrency), "--requests", str(requests)]
+    command += ["--concurrency", str(args.concurrency), "--events", str(args.events)]
+    command += ["--requests", str(requests)]
     done = subprocess.run(command, capture_output=True, text=True)
     found = re.search(r"Collected : ([\d,]+)", done.stderr)
     if done.returncode or not found:
         sys.exit(f"{phase}: the counted run failed:\n{done.stderr[-3000:]}")
     return int(found.group(1).replace(",", ""))
+
+
+def events(first: dict, count: int) -> list[dict]:
+    """`count` rows like `first`, each with its own id and index."""
+    return [dict(first, id=first["id"] + n, index=first["index"] + n) for n in range(count)]
 
 
 def serve(args: argparse.Namespace, phase: str) -> None:
@@ -65,7 +72,7 @@ def serve(args: argparse.Namespace, phase: str) -> None:
     logs.configure()
     logging.getLogger().handlers[0].stream = open(os.devnull, "w")
     asgi = WsgiInLoop(create_app())
-    body = orjson.dumps(layers.BODY)
+    body = orjson.dumps(dict(layers.BODY, events=events(layers.EVENT, args.events)))
     headers = [(b"host", b"127.0.0.1:8000"), (b"x-api-key", API_KEY.encode())]
     common = {"type": "http", "http_version": "1.1", "scheme": "http", "root_path": ""}
     common.update(server=("127.0.0.1", 8000), client=("127.0.0.1", 50000))
@@ -116,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
         for phase in args.phases:
             fewer, more = (count(args, phase, requests) for requests in RUNS)
             per_request = (more - fewer) / (RUNS[1] - RUNS[0])
-            print(f"{phase}: {per_request:,.0f} instructions per request")
+            batch = f" ({args.events} events)" if phase == "ingest" else ""
+            print(f"{phase}{batch}: {per_request:,.0f} instructions per request")
     return 0
 
 

@@ -27,6 +27,7 @@ from werkzeug.datastructures import MultiDict  # noqa: E402
 from app import create_app, logs, metrics  # noqa: E402
 from app.config import Settings  # noqa: E402
 from app.routes import fuagent  # noqa: E402
+from app.rows import Columns  # noqa: E402
 from app.store import BatchResult  # noqa: E402
 
 API_KEY = "benchkey"
@@ -140,7 +141,7 @@ def layers(app: Flask, count: int) -> list[tuple[str, float]]:
                 lambda: store.apply_batch(
                     "layers",
                     "s0",
-                    ["1", "1700000000001", orjson.dumps(EVENT)],
+                    Columns([1], [1700000000001], [orjson.dumps(EVENT)]),
                     "1700000000001",
                     suggested=False,
                     snapshot_end=False,

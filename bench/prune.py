@@ -16,6 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app import create_app, snapshots  # noqa: E402
 from app.config import Credential, Settings  # noqa: E402
+from app.rows import Columns  # noqa: E402
 
 AGENT, TASK = "bench", "prune"
 BATCH = 10_000
@@ -45,14 +46,12 @@ def fill(store, rows: int, first: int, index: int, note: str) -> float:
     """Write rows first..first+rows-1 with one index; seconds taken."""
     started = time.perf_counter()
     for start in range(first, first + rows, BATCH):
-        triples = []
-        for n in range(start, min(start + BATCH, first + rows)):
-            body = f'{{"id":{n},"v":"{note}","index":{index}}}'
-            triples += (str(n), str(index), body)
+        ids = range(start, min(start + BATCH, first + rows))
+        values = [f'{{"id":{n},"v":"{note}","index":{index}}}' for n in ids]
         store.apply_batch(
             AGENT,
             TASK,
-            triples,
+            Columns(list(ids), [index] * len(ids), values),
             str(index),
             suggested=False,
             snapshot_end=False,
@@ -89,7 +88,9 @@ def run(opts) -> dict:
     result["redis_version"] = client.info("server")["redis_version"]
 
     result["fill_s"] = round(fill(store, opts.rows, 1, 1, "old"), 2)
-    started = store.apply_batch(AGENT, TASK, [], "", suggested=True, snapshot_end=False, now_ms=2)
+    started = store.apply_batch(
+        AGENT, TASK, Columns(), "", suggested=True, snapshot_end=False, now_ms=2
+    )
     assert started.snapshot_needed
     kept = int(opts.rows * opts.kept)
     result["snapshot_fill_s"] = round(fill(store, kept, 1, 2, "snap"), 2)

@@ -7,8 +7,9 @@
 -- ARGV[1] now_ms   ARGV[2] batch max index ('' if none)   ARGV[3] event count
 -- ARGV[4] snapshot suggested (0/1)   ARGV[5] SNAPSHOT_ON_SUGGEST (0/1)
 -- ARGV[6] is_snapshot_end: 0, 1 (end; complete the snapshot), 2 (end; SNAPSHOT_PRUNE: prune)
--- ARGV[7] agent_id   ARGV[8] task_id   ARGV[9..] row key, index ('' if none), json triples
--- ARGV[9 + 3 * count] (after the triples) CHANGE_FEED_MAXLEN ('0': no feed)
+-- ARGV[7] agent_id   ARGV[8] task_id, then three blocks of `count` values each: the row
+--   keys, their indexes ('' if none), their rows' JSON (ARGV[K + i], ARGV[I + i], ARGV[J + i])
+-- ARGV[9 + 3 * count] (after the blocks) CHANGE_FEED_MAXLEN ('0': no feed)
 -- ARGV[#ARGV] (last) the row-key fields of the batch's keys, a compact JSON list
 -- Returns {checkpoint ('' if none), snapshot_needed (0/1), rows written, rows skipped,
 --   snapshot state after the batch ('pruning': prune_step.lua has work to do),
@@ -26,6 +27,7 @@ end
 local CHUNK = 1000  -- values per unpack; Redis refuses about 8,000
 
 local now, batch_max, count = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local K, I, J = 8, 8 + count, 8 + 2 * count  -- ARGV offsets of the three blocks
 
 -- Change feed: every write that changes a row is appended to KEYS[5], in the order
 -- of the events, after the rows are written. A write that repeats the row as it is
@@ -41,10 +43,10 @@ local function note_write(i, key, stored_index)
   fed_at[key] = i
   if last then
     -- Written before in this batch: that write is the row now.
-    if ARGV[8 + 3 * i] ~= ARGV[8 + 3 * last] then feed[#feed + 1] = i end
+    if ARGV[J + i] ~= ARGV[J + last] then feed[#feed + 1] = i end
   elseif stored_index == false then
     feed[#feed + 1] = i  -- a new row
-  elseif ARGV[7 + 3 * i] ~= '' and ARGV[7 + 3 * i] ~= stored_index then
+  elseif ARGV[I + i] ~= '' and ARGV[I + i] ~= stored_index then
     feed[#feed + 1] = i  -- a higher index: the row's JSON carries it, so it changed
   else
     feed[#feed + 1] = i
@@ -57,10 +59,10 @@ local function drop_repeats()
   for first = 1, #unsure, CHUNK do
     local last = math.min(first + CHUNK - 1, #unsure)
     local row_keys = {}
-    for j = first, last do row_keys[#row_keys + 1] = ARGV[6 + 3 * unsure[j]] end
+    for j = first, last do row_keys[#row_keys + 1] = ARGV[K + unsure[j]] end
     local rows = redis.call('HMGET', KEYS[2], unpack(row_keys))
     for j = first, last do
-      if rows[j - first + 1] == ARGV[8 + 3 * unsure[j]] then repeats[unsure[j]] = true end
+      if rows[j - first + 1] == ARGV[J + unsure[j]] then repeats[unsure[j]] = true end
     end
   end
   local kept = {}
@@ -73,7 +75,7 @@ end
 local function append_changes()
   for _, i in ipairs(feed) do
     redis.call('XADD', KEYS[5], 'MAXLEN', '~', feed_maxlen, '*', 'op', 'upsert',
-      'key', ARGV[6 + 3 * i], 'index', ARGV[7 + 3 * i], 'row', ARGV[8 + 3 * i])
+      'key', ARGV[K + i], 'index', ARGV[I + i], 'row', ARGV[J + i])
   end
   if #feed > 0 then
     redis.call('HINCRBY', KEYS[1], 'changes_added', #feed)
@@ -143,13 +145,16 @@ end
 -- Ordered upsert: one HMGET for every stored index, then variadic HSETs.
 local written, skipped = 0, 0
 if count > 0 then
-  local row_keys = {}
-  for i = 1, count do row_keys[i] = ARGV[6 + 3 * i] end
-  local stored = {}
-  for first = 1, count, CHUNK do
-    local last = math.min(first + CHUNK - 1, count)
-    local metas = redis.call('HMGET', KEYS[3], unpack(row_keys, first, last))
-    for i = first, last do stored[i] = metas[i - first + 1] end
+  local stored
+  if count <= CHUNK then
+    stored = redis.call('HMGET', KEYS[3], unpack(ARGV, K + 1, K + count))
+  else
+    stored = {}
+    for first = 1, count, CHUNK do
+      local last = math.min(first + CHUNK - 1, count)
+      local metas = redis.call('HMGET', KEYS[3], unpack(ARGV, K + first, K + last))
+      for i = first, last do stored[i] = metas[i - first + 1] end
+    end
   end
 
   local latest = {}  -- row key -> index as stored by this batch so far
@@ -161,14 +166,16 @@ if count > 0 then
   if snapshot_state == 'running' or snapshot_state == 'pruning' then
     gen_suffix = ':' .. generation
   end
+  -- Locals, not globals, in the loop: a global is a table lookup each time.
+  local argv, find, sub = ARGV, string.find, string.sub
   for i = 1, count do
-    local key, index = row_keys[i], ARGV[7 + 3 * i]
+    local key, index = argv[K + i], argv[I + i]
     local current = latest[key]
     if current == nil then
       local meta = stored[i]
       if meta then
-        local colon = string.find(meta, ':', 1, true)
-        current = colon and string.sub(meta, 1, colon - 1) or meta
+        local colon = find(meta, ':', 1, true)
+        current = colon and sub(meta, 1, colon - 1) or meta
       else
         current = false
       end
@@ -181,13 +188,14 @@ if count > 0 then
       -- An absent row at or below the prune floor was deleted by a snapshot.
       apply = floor == '' or not at_least(floor, index)
     else
-      apply = current == '' or at_least(index, current)
+      -- at_least(index, current), inlined: this runs for most events
+      apply = current == '' or #index > #current or (#index == #current and index >= current)
     end
     if apply then
       if feed then note_write(i, key, current) end
       latest[key] = index
       rows[n + 1] = key
-      rows[n + 2] = ARGV[8 + 3 * i]
+      rows[n + 2] = argv[J + i]
       metas[n + 1] = key
       metas[n + 2] = gen_suffix and index .. gen_suffix or index
       n = n + 2

@@ -10,7 +10,7 @@ import orjson
 import redis
 from redis.exceptions import AskError, MovedError
 
-from .. import keys, metrics
+from .. import keys, metrics, rows
 from ..errors import StoreUnavailable
 from .base import StoreBase, unavailable_as_503
 
@@ -49,7 +49,7 @@ class IngestStore(StoreBase):
         self,
         agent_id: str,
         task_id: str,
-        triples: list,
+        columns: rows.Columns,
         max_index: str,
         *,
         suggested: bool,
@@ -60,9 +60,9 @@ class IngestStore(StoreBase):
         """Apply one batch in one script call.
 
         Args:
-            triples: flat list of row key, index ('' if none), compact JSON.
+            columns: the events' row keys, index strings ('' if none) and JSON.
             max_index: the batch's highest index as a decimal string, '' if none.
-            key_fields: the row-key fields of the triples' keys; a stream records
+            key_fields: the row-key fields of the columns' keys; a stream records
                 them with its first batch (`row_key_fields`).
         Returns:
             BatchResult with the checkpoint after the batch.
@@ -77,13 +77,15 @@ class IngestStore(StoreBase):
         args = [
             now_ms,
             max_index,
-            len(triples) // 3,
+            len(columns.keys),
             "1" if suggested else "0",
             self.snapshot_on_suggest,
             self.snapshot_end if snapshot_end else "0",
             agent_id,
             task_id,
-            *triples,
+            *columns.keys,
+            *columns.indexes,
+            *columns.values,
             self.change_feed_maxlen,
             orjson.dumps(key_fields).decode(),
         ]

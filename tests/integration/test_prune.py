@@ -11,6 +11,7 @@ import pytest
 
 from app import create_app, snapshots
 from app.config import Credential, Settings
+from app.rows import Columns
 from tests.conftest import AgentActions
 
 from .conftest import RedisServer, Server, assert_sim_passed, call, run_sim
@@ -82,7 +83,7 @@ def seed_pruning_stream(agent, real_redis, rows: int, sent_by_snapshot: int) -> 
     store = agent.client.application.extensions["fusink"].get_store()
     now_ms = time.time_ns() // 1_000_000
     result = store.apply_batch(
-        "agent-1", "orders", [], "", suggested=False, snapshot_end=True, now_ms=now_ms
+        "agent-1", "orders", Columns(), "", suggested=False, snapshot_end=True, now_ms=now_ms
     )
     assert result.snapshot_state == "pruning"
 

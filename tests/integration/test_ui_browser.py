@@ -40,6 +40,15 @@ STREAM_ROWS = """return [...document.querySelectorAll('table.streams tbody tr')]
     tr => ({stale: tr.classList.contains('stale'), cells: [...tr.cells].map(c => c.innerText)}))"""
 ROW_CELLS = """return [...document.querySelectorAll('table.rows tbody tr')].map(
     tr => [...tr.cells].map(c => c.innerText))"""
+
+
+def stream_rows(browser) -> list[dict]:
+    """The stream table's rows once it has some: the page may be reloading itself."""
+    return WebDriverWait(browser, 15, poll_frequency=0.1).until(
+        lambda driver: driver.execute_script(STREAM_ROWS)
+    )
+
+
 LINK = (
     "return [...document.links].filter(a => a.innerText.trim() === arguments[0]).map(a => a.href)"
 )
@@ -140,9 +149,9 @@ def streams(server, redis_server):
 def test_the_operator_page_in_chromium(server, streams, browser):
     log_in(browser, OPERATOR)
     browser.get(f"{server.url}/ui/")
-    listed = {row["cells"][0]: row for row in browser.execute_script(STREAM_ROWS)}
+    listed = {row["cells"][0]: row for row in stream_rows(browser)}
     assert set(listed) == {"agent-eu", "agent-us", "agent-old", SCRIPT_AGENT}
-    assert [row["cells"][0] for row in browser.execute_script(STREAM_ROWS)][-1] == "agent-old"
+    assert [row["cells"][0] for row in stream_rows(browser)][-1] == "agent-old"
     assert {agent for agent, row in listed.items() if row["stale"]} == {"agent-old"}
     assert listed["agent-old"]["cells"][3] == "2 h ago stale"
     eu = listed["agent-eu"]["cells"]
@@ -204,7 +213,7 @@ def test_a_stream_page_shows_hostile_values_as_text_and_pages_its_rows(server, s
 def test_a_user_limited_to_an_agent_sees_only_its_streams(server, streams, browser):
     log_in(browser, EU_OPERATOR)
     browser.get(f"{server.url}/ui/")
-    assert [row["cells"][0] for row in browser.execute_script(STREAM_ROWS)] == ["agent-eu"]
+    assert [row["cells"][0] for row in stream_rows(browser)] == ["agent-eu"]
     token = base64.b64encode(":".join(EU_OPERATOR).encode()).decode()
     request = urllib.request.Request(
         f"{server.url}/ui/stream?agent_id=agent-us&task_id=customers",

@@ -29,16 +29,24 @@ def test_invalid_indexes(value):
     assert not rows.is_valid_index(value)
 
 
-def test_encode_events_gives_triples_and_the_highest_index():
+def test_encode_events_gives_the_columns_and_the_highest_index():
     events = [{"id": 2, "index": 9}, {"id": "x"}, {"id": 3, "index": 4}]
-    triples, highest = ingest.encode_events(events, ("id",))
-    assert triples == [
-        "2", "9", b'{"id":2,"index":9}',
-        "x", "", b'{"id":"x"}',
-        "3", "4", b'{"id":3,"index":4}',
-    ]  # fmt: skip
+    columns, highest = ingest.encode_events(events, ("id",))
+    assert columns == (
+        [2, "x", 3],
+        [9, "", 4],
+        [b'{"id":2,"index":9}', b'{"id":"x"}', b'{"id":3,"index":4}'],
+    )
     assert highest == 9
-    assert ingest.encode_events([{"id": 1}], ("id",)) == (["1", "", b'{"id":1}'], -1)
+    assert ingest.encode_events([{"id": 1}], ("id",)) == (([1], [""], [b'{"id":1}']), -1)
+
+
+def test_encode_events_keys_rows_by_several_fields():
+    events = [{"a": 1, "b": "x", "index": 5}, {"a": 2, "b": "y", "index": 7}]
+    columns, highest = ingest.encode_events(events, ("a", "b"))
+    assert columns.keys == ['[1,"x"]', '[2,"y"]']
+    assert columns.indexes == [5, 7]
+    assert highest == 7
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,7 @@ import time
 import pytest
 
 from app import snapshots
+from app.rows import Columns
 from app.state import get_store
 
 CHECKPOINT = "fusink:{agent-1:orders}:checkpoint"
@@ -30,7 +31,7 @@ def end_without_pruning(app, now_ms=1):
     died before its first prune step."""
     store = app.extensions["fusink"].get_store()
     result = store.apply_batch(
-        "agent-1", "orders", [], "", suggested=False, snapshot_end=True, now_ms=now_ms
+        "agent-1", "orders", Columns(), "", suggested=False, snapshot_end=True, now_ms=now_ms
     )
     assert result.snapshot_state == "pruning"
     return store
@@ -207,7 +208,7 @@ def test_snapshot_asked_for_during_a_prune_follows_it(app, agent, client, redis)
     assert response.get_json()["snapshot"]["state"] == "pruning"
     assert response.get_json()["snapshot"]["deferred"] is True
     answer = store.apply_batch(
-        "agent-1", "orders", [], "", suggested=True, snapshot_end=False, now_ms=3
+        "agent-1", "orders", Columns(), "", suggested=True, snapshot_end=False, now_ms=3
     )
     assert answer.snapshot_needed is False
     assert redis.hget(CHECKPOINT, "snapshot_generation") == "1"
