@@ -4,7 +4,14 @@ import pytest
 from marshmallow import Schema, ValidationError, fields
 from werkzeug.datastructures import MultiDict
 
-from app.schemas import BatchSchema, IngestResultSchema, SyncStatusQuerySchema
+from app import rows
+from app.schemas import (
+    BatchSchema,
+    IngestResultSchema,
+    SyncStatusQuerySchema,
+    _all_valid,
+    _event_errors,
+)
 from app.store import BatchResult
 
 EVENT = {"id": 1, "index": 5, "name": "x"}
@@ -51,6 +58,52 @@ def test_invalid_batch_fails_as_marshmallow_fails(body):
     with pytest.raises(ValidationError) as theirs:
         marshmallow_load(schema, body)
     assert ours.value.messages == theirs.value.messages
+
+
+def each_valid(events: list, key_fields: tuple[str, ...]) -> bool:
+    return all(type(event) is dict and not _event_errors(event, key_fields) for event in events)
+
+
+PASSING_EVENTS = [
+    ([], ("id",)),
+    ([{"id": 1, "index": 0}, {"id": "k", "index": rows.MAX_INDEX}], ("id",)),
+    ([{"a": 1, "b": "x", "index": 3}], ("a", "b")),
+]
+FAILING_EVENTS = [
+    ([{"id": 1, "index": True}], ("id",)),
+    ([{"id": 1, "index": 1.0}], ("id",)),
+    ([{"id": 1, "index": -1}], ("id",)),
+    ([{"id": 1, "index": rows.MAX_INDEX + 1}], ("id",)),
+    ([{"id": 1, "index": None}], ("id",)),
+    ([{"id": True, "index": 1}], ("id",)),
+    ([{"id": "", "index": 1}], ("id",)),
+    ([{"id": None, "index": 1}], ("id",)),
+    ([{"id": 1.5, "index": 1}], ("id",)),
+    ([{"index": 1}], ("id",)),
+    ([{"id": 1, "index": 1}, [1]], ("id",)),
+    ([{"id": 1, "index": 1}, {"id": 2, "index": "2"}], ("id",)),
+    ([{"a": 1, "index": 3}], ("a", "b")),
+]
+
+
+@pytest.mark.parametrize(("events", "key_fields"), PASSING_EVENTS)
+def test_the_one_pass_check_passes_valid_events(events, key_fields):
+    assert each_valid(events, key_fields)
+    assert _all_valid(events, key_fields)
+
+
+@pytest.mark.parametrize(("events", "key_fields"), FAILING_EVENTS)
+def test_the_one_pass_check_leaves_invalid_events_to_the_loop(events, key_fields):
+    assert not each_valid(events, key_fields)
+    assert not _all_valid(events, key_fields)
+
+
+def test_events_without_an_index_take_the_loop_and_are_valid():
+    events = [{"id": 1}, {"id": 2, "index": 4}]
+    assert not _all_valid(events, ("id",))
+    assert (
+        BatchSchema().load({"agent_id": "a", "task_id": "t", "events": events})["events"] == events
+    )
 
 
 def test_a_field_added_to_the_batch_turns_the_short_cut_off():
