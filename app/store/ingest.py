@@ -60,7 +60,7 @@ class IngestStore(StoreBase):
         """Apply one batch in one script call.
 
         Args:
-            columns: the events' row keys, index strings ('' if none) and JSON.
+            columns: the events' row keys, indexes ('' if none) and compact JSON.
             max_index: the batch's highest index as a decimal string, '' if none.
             key_fields: the row-key fields of the columns' keys; a stream records
                 them with its first batch (`row_key_fields`).
