@@ -22,7 +22,7 @@ def apply(
     """
     agent_id, task_id = batch["agent_id"], batch["task_id"]
     key_fields = key_fields_for(agent_id, task_id)
-    columns, max_index = encode_events(batch["events"], key_fields)
+    columns, max_index, in_order_from = encode_events(batch["events"], key_fields)
     now_ms = time.time_ns() // 1_000_000
     store.list_stream(agent_id, task_id, now_ms)
     try:
@@ -31,6 +31,7 @@ def apply(
             task_id,
             columns,
             str(max_index) if max_index >= 0 else "",
+            in_order_from=str(in_order_from) if in_order_from >= 0 else "",
             suggested=batch["snapshot_sync_suggested"],
             snapshot_end=batch["is_snapshot_end"],
             now_ms=now_ms,
@@ -46,9 +47,10 @@ def apply(
         ) from None
 
 
-def encode_events(events: list, key_fields: tuple[str, ...]) -> tuple[rows.Columns, int]:
-    """The events' row keys, indexes and compact JSON, and the highest index (-1:
-    none), for events validated by BatchSchema.
+def encode_events(events: list, key_fields: tuple[str, ...]) -> tuple[rows.Columns, int, int]:
+    """The events' row keys, indexes and compact JSON, the highest index (-1: none),
+    and the first index when every event has one and none is below the one before
+    it (-1 otherwise), for events validated by BatchSchema.
 
     This runs for every event at up to hundreds of thousands of events a second, so
     each column is made by `map` over C functions rather than by a Python loop, and
@@ -59,8 +61,14 @@ def encode_events(events: list, key_fields: tuple[str, ...]) -> tuple[rows.Colum
     else:
         keys = [rows.row_key(event, key_fields) for event in events]
     indexes = list(map(dict.get, events, repeat("index")))
-    present = indexes
+    values = rows.encode_each(events)
     if None in indexes:
         present = [index for index in indexes if index is not None]
         indexes = ["" if index is None else index for index in indexes]
-    return rows.Columns(keys, indexes, rows.encode_each(events)), max(present, default=-1)
+        return rows.Columns(keys, indexes, values), max(present, default=-1), -1
+    columns = rows.Columns(keys, indexes, values)
+    if not indexes:
+        return columns, -1, -1
+    if indexes == sorted(indexes):  # fuagent's order: then sorted() is O(n), the max last
+        return columns, indexes[-1], indexes[0]
+    return columns, max(indexes), -1

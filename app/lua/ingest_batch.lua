@@ -7,9 +7,11 @@
 -- ARGV[1] now_ms   ARGV[2] batch max index ('' if none)   ARGV[3] event count
 -- ARGV[4] snapshot suggested (0/1)   ARGV[5] SNAPSHOT_ON_SUGGEST (0/1)
 -- ARGV[6] is_snapshot_end: 0, 1 (end; complete the snapshot), 2 (end; SNAPSHOT_PRUNE: prune)
--- ARGV[7] agent_id   ARGV[8] task_id, then three blocks of `count` values each: the row
---   keys, their indexes ('' if none), their rows' JSON (ARGV[K + i], ARGV[I + i], ARGV[J + i])
--- ARGV[9 + 3 * count] (after the blocks) CHANGE_FEED_MAXLEN ('0': no feed)
+-- ARGV[7] agent_id   ARGV[8] task_id
+-- ARGV[9] the batch's first index when every event has one and none is below the one
+--   before it ('' otherwise), then three blocks of `count` values each: the row keys,
+--   their indexes ('' if none), their rows' JSON (ARGV[K + i], ARGV[I + i], ARGV[J + i])
+-- ARGV[10 + 3 * count] (after the blocks) CHANGE_FEED_MAXLEN ('0': no feed)
 -- ARGV[#ARGV] (last) the row-key fields of the batch's keys, a compact JSON list
 -- Returns {checkpoint ('' if none), snapshot_needed (0/1), rows written, rows skipped,
 --   snapshot state after the batch ('pruning': prune_step.lua has work to do),
@@ -26,14 +28,14 @@ end
 
 local CHUNK = 1000  -- values per unpack; Redis refuses about 8,000
 
-local now, batch_max, count = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local K, I, J = 8, 8 + count, 8 + 2 * count  -- ARGV offsets of the three blocks
+local now, batch_max, count, in_order_from = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[9]
+local K, I, J = 9, 9 + count, 9 + 2 * count  -- ARGV offsets of the three blocks
 
 -- Change feed: every write that changes a row is appended to KEYS[5], in the order
 -- of the events, after the rows are written. A write that repeats the row as it is
 -- (a replayed batch: same index, same JSON) appends nothing. With the feed off
 -- (`feed` false) none of this runs.
-local feed_maxlen = ARGV[9 + 3 * count]
+local feed_maxlen = ARGV[10 + 3 * count]
 local feed = feed_maxlen ~= '0' and {} or false  -- ARGV positions of the writes to append
 local fed_at = {}  -- row key -> ARGV position of its last write in this batch
 local unsure = {}  -- positions whose write may repeat the stored row: compared before HSET
@@ -83,7 +85,7 @@ local function append_changes()
 end
 
 local state = redis.call('HMGET', KEYS[1], 'index', 'snapshot_state', 'snapshot_generation',
-  'prune_floor', 'snapshot_started_index', 'row_key_fields', 'events', 'batches')
+  'prune_floor', 'snapshot_started_index', 'row_key_fields', 'events', 'batches', 'rows_index')
 
 -- Row-key fields: a stream keeps those of its first batch (one written before they
 -- were recorded adopts the batch's); a batch keyed otherwise would mix two key shapes
@@ -100,6 +102,10 @@ local checkpoint = state[1] or ''
 local snapshot_state = state[2] or 'none'
 local generation = tonumber(state[3] or '0')
 local floor = state[4] or ''
+-- The highest index the stream's batches have carried: no stored row's is higher. A
+-- reset of the checkpoint leaves it. A stream written before it was kept has its
+-- checkpoint instead.
+local rows_index = state[9] or checkpoint
 
 -- Snapshot control: an operator's request, or the agent's suggestion, starts a
 -- snapshot once; a suggestion while one runs is served by that one. While the last
@@ -142,22 +148,26 @@ if ARGV[6] ~= '0' then
   end
 end
 
--- Ordered upsert: one HMGET for every stored index, then variadic HSETs.
+-- Ordered upsert. A batch in index order that starts above every stored row's index
+-- and above the prune floor applies every event: nothing stored is newer, and no
+-- event is older than one before it in the batch. It is written without reading a
+-- stored index, which saves Redis a fifth of its work per event. Any other batch
+-- reads every stored index with one HMGET and compares them one by one.
+local function stored_indexes()
+  if count <= CHUNK then
+    return redis.call('HMGET', KEYS[3], unpack(ARGV, K + 1, K + count))
+  end
+  local stored = {}
+  for first = 1, count, CHUNK do
+    local last = math.min(first + CHUNK - 1, count)
+    local metas = redis.call('HMGET', KEYS[3], unpack(ARGV, K + first, K + last))
+    for i = first, last do stored[i] = metas[i - first + 1] end
+  end
+  return stored
+end
+
 local written, skipped = 0, 0
 if count > 0 then
-  local stored
-  if count <= CHUNK then
-    stored = redis.call('HMGET', KEYS[3], unpack(ARGV, K + 1, K + count))
-  else
-    stored = {}
-    for first = 1, count, CHUNK do
-      local last = math.min(first + CHUNK - 1, count)
-      local metas = redis.call('HMGET', KEYS[3], unpack(ARGV, K + first, K + last))
-      for i = first, last do stored[i] = metas[i - first + 1] end
-    end
-  end
-
-  local latest = {}  -- row key -> index as stored by this batch so far
   local rows, metas, n = {}, {}, 0  -- n: values in rows and in metas
   -- Only writes made while a snapshot runs or prunes record its generation; a bare
   -- index means "written before the current snapshot began". This spares Redis a
@@ -166,42 +176,58 @@ if count > 0 then
   if snapshot_state == 'running' or snapshot_state == 'pruning' then
     gen_suffix = ':' .. generation
   end
-  -- Locals, not globals, in the loop: a global is a table lookup each time.
+  -- Locals, not globals, in the loops: a global is a table lookup each time.
   local argv, find, sub = ARGV, string.find, string.sub
-  for i = 1, count do
-    local key, index = argv[K + i], argv[I + i]
-    local current = latest[key]
-    if current == nil then
-      local meta = stored[i]
-      if meta then
-        local colon = find(meta, ':', 1, true)
-        current = colon and sub(meta, 1, colon - 1) or meta
-      else
-        current = false
-      end
-    end
-    local apply
-    if index == '' then
-      apply = true
-      index = current or ''
-    elseif current == false then
-      -- An absent row at or below the prune floor was deleted by a snapshot.
-      apply = floor == '' or not at_least(floor, index)
-    else
-      -- at_least(index, current), inlined: this runs for most events
-      apply = current == '' or #index > #current or (#index == #current and index >= current)
-    end
-    if apply then
-      if feed then note_write(i, key, current) end
-      latest[key] = index
+  if in_order_from ~= '' and (rows_index == '' or not at_least(rows_index, in_order_from))
+      and (floor == '' or not at_least(floor, in_order_from)) then
+    for i = 1, count do
+      local key, index = argv[K + i], argv[I + i]
+      -- Each write is of an index no stored row has: the feed takes it as a new row.
+      if feed then note_write(i, key, false) end
       rows[n + 1] = key
       rows[n + 2] = argv[J + i]
       metas[n + 1] = key
       metas[n + 2] = gen_suffix and index .. gen_suffix or index
       n = n + 2
-      written = written + 1
-    else
-      skipped = skipped + 1
+    end
+    written = count
+  else
+    local stored, latest = stored_indexes(), {}  -- latest: row key -> index written so far
+    for i = 1, count do
+      local key, index = argv[K + i], argv[I + i]
+      local current = latest[key]
+      if current == nil then
+        local meta = stored[i]
+        if meta then
+          local colon = find(meta, ':', 1, true)
+          current = colon and sub(meta, 1, colon - 1) or meta
+        else
+          current = false
+        end
+      end
+      local apply
+      if index == '' then
+        apply = true
+        index = current or ''
+      elseif current == false then
+        -- An absent row at or below the prune floor was deleted by a snapshot.
+        apply = floor == '' or not at_least(floor, index)
+      else
+        -- at_least(index, current), inlined: this runs for most events
+        apply = current == '' or #index > #current or (#index == #current and index >= current)
+      end
+      if apply then
+        if feed then note_write(i, key, current) end
+        latest[key] = index
+        rows[n + 1] = key
+        rows[n + 2] = argv[J + i]
+        metas[n + 1] = key
+        metas[n + 2] = gen_suffix and index .. gen_suffix or index
+        n = n + 2
+        written = written + 1
+      else
+        skipped = skipped + 1
+      end
     end
   end
   if feed and #unsure > 0 then drop_repeats() end
@@ -220,6 +246,10 @@ end
 -- at one event a batch, each call a script makes is a tenth of its time.
 local totals = {'updated_at', now, 'agent_id', ARGV[7], 'task_id', ARGV[8],
   'events', tonumber(state[7] or '0') + count, 'batches', tonumber(state[8] or '0') + 1}
+if batch_max ~= '' and (rows_index == '' or not at_least(rows_index, batch_max)) then
+  totals[#totals + 1] = 'rows_index'
+  totals[#totals + 1] = batch_max
+end
 if checkpoint ~= '' then
   totals[#totals + 1] = 'index'
   totals[#totals + 1] = checkpoint

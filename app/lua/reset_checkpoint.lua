@@ -7,6 +7,12 @@
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return 0
 end
+-- ingest_batch.lua takes `rows_index`, else the checkpoint, as the highest index of
+-- any stored row: a stream written before `rows_index` was kept records it now.
+local state = redis.call('HMGET', KEYS[1], 'index', 'rows_index')
+if state[1] and not state[2] then
+  redis.call('HSET', KEYS[1], 'rows_index', state[1])
+end
 if ARGV[1] == '' then
   redis.call('HDEL', KEYS[1], 'index')
 else

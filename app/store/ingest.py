@@ -52,6 +52,7 @@ class IngestStore(StoreBase):
         columns: rows.Columns,
         max_index: str,
         *,
+        in_order_from: str = "",
         suggested: bool,
         snapshot_end: bool,
         now_ms: int,
@@ -62,6 +63,9 @@ class IngestStore(StoreBase):
         Args:
             columns: the events' row keys, indexes ('' if none) and compact JSON.
             max_index: the batch's highest index as a decimal string, '' if none.
+            in_order_from: the first index as a decimal string when every event has
+                one and none is below the one before it, else ''. Such a batch that
+                starts above every stored row is written without reading their indexes.
             key_fields: the row-key fields of the columns' keys; a stream records
                 them with its first batch (`row_key_fields`).
         Returns:
@@ -83,6 +87,7 @@ class IngestStore(StoreBase):
             self.snapshot_end if snapshot_end else "0",
             agent_id,
             task_id,
+            in_order_from,
             *columns.keys,
             *columns.indexes,
             *columns.values,

@@ -53,6 +53,17 @@ def test_skipped_and_replayed_events_append_nothing(feeder, redis):
     assert redis.xlen(FEED) == 3
 
 
+def test_a_batch_in_index_order_appends_each_change_once(feeder, redis):
+    feeder.send({"id": 1, "v": "a", "index": 5})
+    same = {"id": 1, "v": "b", "index": 6}
+    feeder.send(same, same, {"id": 2, "index": 7})  # above every stored index, in order
+    assert [(entry["key"], entry["index"]) for entry in entries(redis)] == [
+        ("1", "5"),
+        ("1", "6"),
+        ("2", "7"),
+    ]
+
+
 def test_a_same_index_image_that_differs_is_appended(feeder, redis):
     feeder.send({"id": 1, "v": "a", "index": 5})
     feeder.send({"id": 1, "v": "b", "index": 5})

@@ -123,6 +123,70 @@ def test_out_of_order_batches_converge(make_agent, redis):
     assert results[0][1] == "1199"
 
 
+def test_rows_follow_the_ordered_upsert_through_replays_and_checkpoint_resets(app, agent, redis):
+    """Batches in index order (written without reading the stored indexes), shuffled
+    replays, events without an index and checkpoint resets leave the rows, indexes
+    and answers that the ordered upsert defines, event by event."""
+    rng = random.Random(5)
+    store = app.extensions["fusink"].get_store()
+    model, batches, top, checkpoint = {}, [], 0, None  # model: row key -> (index, event)
+    for _ in range(120):
+        roll = rng.random()
+        if roll < 0.1:
+            checkpoint = rng.choice([None, rng.randint(1, top + 1), top + rng.randint(1, 9)])
+            store.set_checkpoint("agent-1", "orders", checkpoint)
+            continue
+        if roll < 0.2 and batches:  # an earlier batch again, as the agent resends it
+            events = rng.choice(batches)
+        elif roll < 0.3 and batches:  # earlier events, out of order
+            sent = [event for events in batches for event in events]
+            events = rng.sample(sent, min(len(sent), rng.randint(1, 6)))
+        else:
+            events = []
+            for _ in range(rng.randint(1, 6)):
+                top += rng.randint(0, 2)
+                events.append({"id": rng.randint(1, 12), "v": rng.random(), "index": top})
+            if rng.random() < 0.1:
+                events.append({"id": rng.randint(1, 12), "v": "no index"})
+        written = 0
+        for event in events:
+            key, index = str(event["id"]), event.get("index")
+            stored = model.get(key, (None, None))[0]
+            if index is None or stored is None or index >= stored:
+                model[key] = (stored if index is None else index, event)
+                written += 1
+        batches.append(events)
+        answer = agent.send(*events)
+        assert (answer["rows_written"], answer["rows_skipped"]) == (written, len(events) - written)
+        indexes = [event["index"] for event in events if "index" in event]
+        if indexes and (checkpoint is None or max(indexes) > checkpoint):
+            checkpoint = max(indexes)
+        assert answer["checkpoint"] == checkpoint
+    assert {key: json.loads(row) for key, row in redis.hgetall(ROWS).items()} == {
+        key: event for key, (_, event) in model.items()
+    }
+    assert redis.hgetall("fusink:{agent-1:orders}:rowmeta") == {
+        key: "" if index is None else str(index) for key, (index, _) in model.items()
+    }
+
+
+def test_a_lowered_checkpoint_does_not_let_older_events_replace_newer_rows(app, agent, redis):
+    agent.send({"id": 1, "v": "new", "index": 50}, {"id": 2, "v": "new", "index": 51})
+    app.extensions["fusink"].get_store().set_checkpoint("agent-1", "orders", 10)
+    answer = agent.send({"id": 1, "v": "old", "index": 20}, {"id": 2, "v": "old", "index": 30})
+    assert (answer["rows_written"], answer["rows_skipped"], answer["checkpoint"]) == (0, 2, 30)
+    assert stored_row(redis, "1")["v"] == stored_row(redis, "2")["v"] == "new"
+
+
+def test_a_stream_from_before_rows_index_keeps_its_rows_through_a_reset(app, agent, redis):
+    agent.send({"id": 1, "v": "new", "index": 50})
+    redis.hdel(CHECKPOINT, "rows_index")  # as a stream written by an earlier fusink
+    app.extensions["fusink"].get_store().set_checkpoint("agent-1", "orders", None)
+    assert redis.hget(CHECKPOINT, "rows_index") == "50"
+    assert agent.send({"id": 1, "v": "old", "index": 20})["rows_skipped"] == 1
+    assert stored_row(redis, "1")["v"] == "new"
+
+
 def test_ten_thousand_event_batch_is_applied_whole(agent, redis):
     events = [{"id": i, "index": i} for i in range(10_000)]
     answer = agent.send(*events)

@@ -31,19 +31,39 @@ def test_invalid_indexes(value):
 
 def test_encode_events_gives_the_columns_and_the_highest_index():
     events = [{"id": 2, "index": 9}, {"id": "x"}, {"id": 3, "index": 4}]
-    columns, highest = ingest.encode_events(events, ("id",))
+    columns, highest, in_order_from = ingest.encode_events(events, ("id",))
     assert columns == (
         [2, "x", 3],
         [9, "", 4],
         [b'{"id":2,"index":9}', b'{"id":"x"}', b'{"id":3,"index":4}'],
     )
-    assert highest == 9
-    assert ingest.encode_events([{"id": 1}], ("id",)) == (([1], [""], [b'{"id":1}']), -1)
+    assert (highest, in_order_from) == (9, -1)
+    assert ingest.encode_events([{"id": 1}], ("id",)) == (([1], [""], [b'{"id":1}']), -1, -1)
+    assert ingest.encode_events([], ("id",)) == (([], [], []), -1, -1)
+
+
+@pytest.mark.parametrize(
+    "indexes, highest, in_order_from",
+    [
+        ([7], 7, 7),
+        ([3, 5, 5, 8], 8, 3),  # equal neighbours are in order
+        ([3, 8, 5], 8, -1),
+        ([9, 3], 9, -1),
+        ([3, None, 8], 8, -1),  # an event without an index
+    ],
+)
+def test_encode_events_gives_the_first_index_of_a_batch_in_index_order(
+    indexes, highest, in_order_from
+):
+    events = [
+        {"id": n} if index is None else {"id": n, "index": index} for n, index in enumerate(indexes)
+    ]
+    assert ingest.encode_events(events, ("id",))[1:] == (highest, in_order_from)
 
 
 def test_encode_events_keys_rows_by_several_fields():
     events = [{"a": 1, "b": "x", "index": 5}, {"a": 2, "b": "y", "index": 7}]
-    columns, highest = ingest.encode_events(events, ("a", "b"))
+    columns, highest, _ = ingest.encode_events(events, ("a", "b"))
     assert columns.keys == ['[1,"x"]', '[2,"y"]']
     assert columns.indexes == [5, 7]
     assert highest == 7

@@ -120,6 +120,19 @@ def test_late_pre_snapshot_batch_does_not_bring_back_a_pruned_row(agent, redis):
     assert not redis.hexists(ROW_META, "2")
 
 
+def test_pruned_row_stays_out_after_the_checkpoint_was_raised(app, agent, client, redis):
+    # The floor (100, the raised checkpoint) is above every index a batch carried (5):
+    # a late event in index order for a pruned row must still meet the floor.
+    agent.send(*rows(1, 2, index=5))
+    app.extensions["fusink"].get_store().set_checkpoint("agent-1", "orders", 100)
+    assert client.post("/streams/agent-1/orders/snapshot", headers=ADMIN).status_code == 200
+    assert agent.send()["snapshot_needed"] is True
+    agent.send(is_snapshot_end=True)  # the snapshot sent no rows: both are pruned
+    assert redis.hget(CHECKPOINT, "prune_floor") == "100"
+    assert agent.send(*rows(2, index=50))["rows_skipped"] == 1
+    assert not redis.hexists(ROWS, "2")
+
+
 def test_row_reinserted_after_the_snapshot_began_is_stored(agent, redis):
     start_snapshot(agent, 1, 2, 3)
     agent.send(*rows(1, 3, index=110))
