@@ -115,6 +115,6 @@ def test_row_key_fields_are_resolved_once_per_stream():
 
 
 def test_encode_each_splits_right_when_a_value_holds_the_marker(monkeypatch):
-    monkeypatch.setattr(rows.secrets, "token_hex", lambda nbytes: "guessed")
-    values = [{"a": 1}, {"tags": ["x", "guessed", "y"]}, {"b": 2}]
+    monkeypatch.setattr(rows, "getrandbits", lambda bits: 0xBAD)  # the marker: 0...0bad
+    values = [{"a": 1}, {"tags": ["x", "0000000000000bad", "y"]}, {"b": 2}]
     assert rows.encode_each(values) == [rows.encode(v) for v in values]
