@@ -193,6 +193,16 @@ def test_ten_thousand_event_batch_is_applied_whole(agent, redis):
     assert answer["rows_written"] == 10_000
     assert redis.hlen(ROWS) == 10_000
     assert redis.hget(CHECKPOINT, "index") == "9999"
+    # Every row under its own key, across the script's chunks: written in order, then
+    # resent (each stored index read back), with the odd rows changed.
+    assert {key: json.loads(row) for key, row in redis.hgetall(ROWS).items()} == {
+        str(event["id"]): event for event in events
+    }
+    resent = [dict(event, v=event["id"]) if event["id"] % 2 else event for event in events]
+    assert agent.send(*resent)["rows_written"] == 10_000
+    assert {key: json.loads(row) for key, row in redis.hgetall(ROWS).items()} == {
+        str(event["id"]): event for event in resent
+    }
 
 
 def test_composite_row_key_is_compact_json_array(make_agent, redis):
