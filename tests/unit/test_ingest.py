@@ -16,6 +16,11 @@ def stored_row(redis, key):
     return None if value is None else json.loads(value)
 
 
+def stored_rows(redis) -> dict:
+    """Every stored row, parsed, by row key."""
+    return {key: json.loads(row) for key, row in redis.hgetall(ROWS).items()}
+
+
 def test_batch_upserts_rows_and_sets_checkpoint(agent, redis):
     answer = agent.send({"id": 101, "name": "Alice", "index": 5}, {"id": "b", "index": 7})
     assert answer == {
@@ -162,9 +167,7 @@ def test_rows_follow_the_ordered_upsert_through_replays_and_checkpoint_resets(ap
         if indexes and (checkpoint is None or max(indexes) > checkpoint):
             checkpoint = max(indexes)
         assert answer["checkpoint"] == checkpoint
-    assert {key: json.loads(row) for key, row in redis.hgetall(ROWS).items()} == {
-        key: event for key, (_, event) in model.items()
-    }
+    assert stored_rows(redis) == {key: event for key, (_, event) in model.items()}
     assert redis.hgetall("fusink:{agent-1:orders}:rowmeta") == {
         key: "" if index is None else str(index) for key, (index, _) in model.items()
     }
@@ -195,14 +198,10 @@ def test_ten_thousand_event_batch_is_applied_whole(agent, redis):
     assert redis.hget(CHECKPOINT, "index") == "9999"
     # Every row under its own key, across the script's chunks: written in order, then
     # resent (each stored index read back), with the odd rows changed.
-    assert {key: json.loads(row) for key, row in redis.hgetall(ROWS).items()} == {
-        str(event["id"]): event for event in events
-    }
+    assert stored_rows(redis) == {str(event["id"]): event for event in events}
     resent = [dict(event, v=event["id"]) if event["id"] % 2 else event for event in events]
     assert agent.send(*resent)["rows_written"] == 10_000
-    assert {key: json.loads(row) for key, row in redis.hgetall(ROWS).items()} == {
-        str(event["id"]): event for event in resent
-    }
+    assert stored_rows(redis) == {str(event["id"]): event for event in resent}
 
 
 def test_composite_row_key_is_compact_json_array(make_agent, redis):
