@@ -1,9 +1,14 @@
-"""The worker's bridge: an ASGI request as the WSGI environ and body the app sees."""
+"""The worker's bridge: an ASGI request as the WSGI environ and body the app sees;
+the worker's garbage collector settings."""
 
 import asyncio
+import json
+import subprocess
+import sys
+import textwrap
 
 from app.bodies import WHOLE_BODY
-from app.worker import WsgiInLoop, build_environ
+from app.worker import YOUNG_COLLECTION_THRESHOLD, WsgiInLoop, build_environ
 
 
 def scope(**fields) -> dict:
@@ -128,3 +133,37 @@ def test_a_declared_length_over_the_limit_reads_no_body() -> None:
     _, calls = serve(WsgiInLoop(recorder), declared, [b"12345678901"])
     assert calls == 0
     assert recorder.environ["CONTENT_LENGTH"] == "11"  # Flask answers 413 from this
+
+
+COLLECTIONS_WHILE_A_BATCH_IS_PARSED = textwrap.dedent(
+    """
+    import gc, json, sys, orjson
+    from app.worker import tune_collector
+
+    def young_collections_during_a_batch():
+        body = orjson.dumps([{"id": n, "index": n} for n in range(5000)])
+        before = gc.get_stats()[0]["collections"]
+        events = orjson.loads(body)  # 5,000 dicts alive at once, as a batch's events are
+        return gc.get_stats()[0]["collections"] - before, len(events)
+
+    default = young_collections_during_a_batch()
+    tune_collector()
+    tuned = young_collections_during_a_batch()
+    print(json.dumps([default, tuned, gc.get_threshold(), gc.get_freeze_count()]))
+    """
+)
+
+
+def test_the_worker_does_not_collect_young_objects_while_a_batch_is_parsed() -> None:
+    # In a process of its own: the collector's settings are the interpreter's.
+    done = subprocess.run(
+        [sys.executable, "-c", COLLECTIONS_WHILE_A_BATCH_IS_PARSED],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    default, tuned, threshold, frozen = json.loads(done.stdout)
+    assert default[0] >= 5 and default[1] == 5000  # 700 at a time: 7 collections
+    assert tuned == [0, 5000]
+    assert threshold[0] == YOUNG_COLLECTION_THRESHOLD
+    assert frozen > 1000  # the modules imported before: left out of every collection
