@@ -54,7 +54,7 @@ def encode_events(events: list, key_fields: tuple[str, ...]) -> tuple[rows.Colum
 
     This runs for every event at up to hundreds of thousands of events a second, so
     each column is made by `map` over C functions rather than by a Python loop, and
-    integers are left for hiredis to write out (cheaper than `str` first).
+    integers are left for Columns.packed to write out, all in one call.
     """
     if len(key_fields) == 1:
         keys = list(map(itemgetter(key_fields[0]), events))

@@ -1,4 +1,5 @@
-"""Rows: each stream's row-key fields, row keys, compact JSON, canonical index strings."""
+"""Rows: each stream's row-key fields, row keys, compact JSON, canonical index strings,
+and a batch's columns packed for the ingest script."""
 
 import functools
 import json
@@ -7,6 +8,7 @@ from fnmatch import fnmatchcase
 from random import getrandbits
 from typing import NamedTuple
 
+import msgpack
 import orjson
 
 from .config import RowKeyRule
@@ -17,11 +19,39 @@ MAX_CACHED_STREAMS = 10_000  # streams whose row-key fields a process remembers
 
 class Columns(NamedTuple):
     """A batch's events as the ingest script takes them: one sequence per column, in
-    event order; Redis gets each column as one run of arguments."""
+    event order; the script gets all three in one argument (`packed`)."""
 
     keys: Sequence[str | int] = ()  # row keys (an integer stands for its decimal digits)
     indexes: Sequence[int | str] = ()  # '' where an event has none
     values: Sequence[bytes] = ()  # the rows' compact JSON
+
+    def packed(self) -> bytes:
+        """The keys, then the indexes, then the values, as one MessagePack array of
+        strings: the ingest script's one argument for them, unpacked by Redis's
+        `cmsgpack`. Packed in a few calls in C, where hiredis spent about 0.13 µs on
+        each of three arguments per event, a fifth of a worker's CPU per event.
+
+        Integers go as their decimal digits (Lua numbers are doubles), strings in
+        MessagePack's raw format (Redis's cmsgpack reads no bin format).
+        """
+        return msgpack.packb(
+            [*as_strings(self.keys), *as_strings(self.indexes), *self.values],
+            use_bin_type=False,
+        )
+
+
+def as_strings(column: Sequence[str | int]) -> Sequence[str | bytes]:
+    """The column with each integer as its decimal digits; a column of integers
+    is written out by one orjson call."""
+    types = set(map(type, column))
+    if types == {int}:
+        try:
+            return orjson.dumps(column)[1:-1].split(b",")
+        except TypeError:  # an integer beyond 64 bits
+            pass
+    elif types <= {str}:
+        return column
+    return [str(value) if type(value) is int else value for value in column]
 
 
 def key_fields_resolver(

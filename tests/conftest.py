@@ -1,7 +1,9 @@
 """Shared fixtures: settings, fakeredis, the app, its client, and an agent helper."""
 
 import base64
+import os
 from dataclasses import replace
+from pathlib import Path
 
 import fakeredis
 import pytest
@@ -11,6 +13,9 @@ from app.config import Credential, Settings
 
 API_KEY = "k1"
 
+# Where fakeredis's Lua finds the cmsgpack that Redis has built in (tests/lua/).
+os.environ["LUA_PATH"] = f"{Path(__file__).parent / 'lua' / '?.lua'};;"
+
 
 @pytest.fixture
 def settings():
@@ -19,7 +24,9 @@ def settings():
 
 @pytest.fixture
 def redis():
-    return fakeredis.FakeRedis(server=fakeredis.FakeServer(), decode_responses=True)
+    return fakeredis.FakeRedis(
+        server=fakeredis.FakeServer(), decode_responses=True, lua_modules={"cmsgpack"}
+    )
 
 
 @pytest.fixture

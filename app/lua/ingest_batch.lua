@@ -9,10 +9,12 @@
 -- ARGV[6] is_snapshot_end: 0, 1 (end; complete the snapshot), 2 (end; SNAPSHOT_PRUNE: prune)
 -- ARGV[7] agent_id   ARGV[8] task_id
 -- ARGV[9] the batch's first index when every event has one and none is below the one
---   before it ('' otherwise), then three blocks of `count` values each: the row keys,
---   their indexes ('' if none), their rows' JSON (ARGV[K + i], ARGV[I + i], ARGV[J + i])
--- ARGV[10 + 3 * count] (after the blocks) CHANGE_FEED_MAXLEN ('0': no feed)
--- ARGV[#ARGV] (last) the row-key fields of the batch's keys, a compact JSON list
+--   before it ('' otherwise)
+-- ARGV[10] the events as one MessagePack array of three blocks of `count` strings each:
+--   the row keys, their indexes ('' if none), their rows' JSON (cols[K + i], cols[I + i],
+--   cols[J + i]); one argument unpacked here costs the app less than 3 * count arguments
+-- ARGV[11] CHANGE_FEED_MAXLEN ('0': no feed)
+-- ARGV[12] the row-key fields of the batch's keys, a compact JSON list
 -- Returns {checkpoint ('' if none), snapshot_needed (0/1), rows written, rows skipped,
 --   snapshot state after the batch ('pruning': prune_step.lua has work to do),
 --   snapshot ended (1: this batch's end marker ended a running snapshot)},
@@ -29,15 +31,16 @@ end
 local CHUNK = 1000  -- values per unpack; Redis refuses about 8,000
 
 local now, batch_max, count, in_order_from = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[9]
-local K, I, J = 9, 9 + count, 9 + 2 * count  -- ARGV offsets of the three blocks
+local cols = cmsgpack.unpack(ARGV[10])
+local K, I, J = 0, count, 2 * count  -- offsets of the three blocks in cols
 
 -- Change feed: every write that changes a row is appended to KEYS[5], in the order
 -- of the events, after the rows are written. A write that repeats the row as it is
 -- (a replayed batch: same index, same JSON) appends nothing. With the feed off
 -- (`feed` false) none of this runs.
-local feed_maxlen = ARGV[10 + 3 * count]
-local feed = feed_maxlen ~= '0' and {} or false  -- ARGV positions of the writes to append
-local fed_at = {}  -- row key -> ARGV position of its last write in this batch
+local feed_maxlen = ARGV[11]
+local feed = feed_maxlen ~= '0' and {} or false  -- event positions of the writes to append
+local fed_at = {}  -- row key -> event position of its last write in this batch
 local unsure = {}  -- positions whose write may repeat the stored row: compared before HSET
 
 local function note_write(i, key, stored_index)
@@ -45,10 +48,10 @@ local function note_write(i, key, stored_index)
   fed_at[key] = i
   if last then
     -- Written before in this batch: that write is the row now.
-    if ARGV[J + i] ~= ARGV[J + last] then feed[#feed + 1] = i end
+    if cols[J + i] ~= cols[J + last] then feed[#feed + 1] = i end
   elseif stored_index == false then
     feed[#feed + 1] = i  -- a new row
-  elseif ARGV[I + i] ~= '' and ARGV[I + i] ~= stored_index then
+  elseif cols[I + i] ~= '' and cols[I + i] ~= stored_index then
     feed[#feed + 1] = i  -- a higher index: the row's JSON carries it, so it changed
   else
     feed[#feed + 1] = i
@@ -61,10 +64,10 @@ local function drop_repeats()
   for first = 1, #unsure, CHUNK do
     local last = math.min(first + CHUNK - 1, #unsure)
     local row_keys = {}
-    for j = first, last do row_keys[#row_keys + 1] = ARGV[K + unsure[j]] end
+    for j = first, last do row_keys[#row_keys + 1] = cols[K + unsure[j]] end
     local rows = redis.call('HMGET', KEYS[2], unpack(row_keys))
     for j = first, last do
-      if rows[j - first + 1] == ARGV[J + unsure[j]] then repeats[unsure[j]] = true end
+      if rows[j - first + 1] == cols[J + unsure[j]] then repeats[unsure[j]] = true end
     end
   end
   local kept = {}
@@ -77,7 +80,7 @@ end
 local function append_changes()
   for _, i in ipairs(feed) do
     redis.call('XADD', KEYS[5], 'MAXLEN', '~', feed_maxlen, '*', 'op', 'upsert',
-      'key', ARGV[K + i], 'index', ARGV[I + i], 'row', ARGV[J + i])
+      'key', cols[K + i], 'index', cols[I + i], 'row', cols[J + i])
   end
   if #feed > 0 then
     redis.call('HINCRBY', KEYS[1], 'changes_added', #feed)
@@ -90,7 +93,7 @@ local state = redis.call('HMGET', KEYS[1], 'index', 'snapshot_state', 'snapshot_
 -- Row-key fields: a stream keeps those of its first batch (one written before they
 -- were recorded adopts the batch's); a batch keyed otherwise would mix two key shapes
 -- in the rows hash, so it is refused before anything is written.
-local key_fields, recorded_fields = ARGV[#ARGV], state[6]
+local key_fields, recorded_fields = ARGV[12], state[6]
 if recorded_fields and recorded_fields ~= key_fields then
   return {'row_key_conflict', recorded_fields}
 end
@@ -155,12 +158,12 @@ end
 -- reads every stored index with one HMGET and compares them one by one.
 local function stored_indexes()
   if count <= CHUNK then
-    return redis.call('HMGET', KEYS[3], unpack(ARGV, K + 1, K + count))
+    return redis.call('HMGET', KEYS[3], unpack(cols, K + 1, K + count))
   end
   local stored = {}
   for first = 1, count, CHUNK do
     local last = math.min(first + CHUNK - 1, count)
-    local metas = redis.call('HMGET', KEYS[3], unpack(ARGV, K + first, K + last))
+    local metas = redis.call('HMGET', KEYS[3], unpack(cols, K + first, K + last))
     for i = first, last do stored[i] = metas[i - first + 1] end
   end
   return stored
@@ -177,15 +180,15 @@ if count > 0 then
     gen_suffix = ':' .. generation
   end
   -- Locals, not globals, in the loops: a global is a table lookup each time.
-  local argv, find, sub = ARGV, string.find, string.sub
+  local find, sub = string.find, string.sub
   if in_order_from ~= '' and (rows_index == '' or not at_least(rows_index, in_order_from))
       and (floor == '' or not at_least(floor, in_order_from)) then
     for i = 1, count do
-      local key, index = argv[K + i], argv[I + i]
+      local key, index = cols[K + i], cols[I + i]
       -- Each write is of an index no stored row has: the feed takes it as a new row.
       if feed then note_write(i, key, false) end
       rows[n + 1] = key
-      rows[n + 2] = argv[J + i]
+      rows[n + 2] = cols[J + i]
       metas[n + 1] = key
       metas[n + 2] = gen_suffix and index .. gen_suffix or index
       n = n + 2
@@ -194,7 +197,7 @@ if count > 0 then
   else
     local stored, latest = stored_indexes(), {}  -- latest: row key -> index written so far
     for i = 1, count do
-      local key, index = argv[K + i], argv[I + i]
+      local key, index = cols[K + i], cols[I + i]
       local current = latest[key]
       if current == nil then
         local meta = stored[i]
@@ -220,7 +223,7 @@ if count > 0 then
         if feed then note_write(i, key, current) end
         latest[key] = index
         rows[n + 1] = key
-        rows[n + 2] = argv[J + i]
+        rows[n + 2] = cols[J + i]
         metas[n + 1] = key
         metas[n + 2] = gen_suffix and index .. gen_suffix or index
         n = n + 2

@@ -88,9 +88,7 @@ class IngestStore(StoreBase):
             agent_id,
             task_id,
             in_order_from,
-            *columns.keys,
-            *columns.indexes,
-            *columns.values,
+            columns.packed(),
             self.change_feed_maxlen,
             orjson.dumps(key_fields).decode(),
         ]

@@ -256,6 +256,23 @@ def test_suggestion_is_not_answered_when_snapshot_on_suggest_is_off(make_agent, 
     assert redis.hget(CHECKPOINT, "snapshot_suggested_at") is not None
 
 
+@pytest.mark.parametrize(
+    "ids",
+    [
+        [2**53 + 1, 2**63, 2**70],  # beyond a Lua number's 53 bits, beyond 64 bits
+        ["clé ü", "0012", "1e3"],  # text, some of it like a number
+        [7, "7x", 2**70],  # integers and text in one batch
+    ],
+)
+def test_row_keys_and_indexes_reach_redis_digit_for_digit(agent, redis, ids):
+    events = [{"id": row_id, "index": MAX_INDEX - 2 + n} for n, row_id in enumerate(ids)]
+    agent.send(*events)
+    assert stored_rows(redis) == {str(event["id"]): event for event in events}
+    assert redis.hgetall("fusink:{agent-1:orders}:rowmeta") == {
+        str(event["id"]): str(event["index"]) for event in events
+    }
+
+
 def test_stream_is_listed_in_the_global_index(agent, redis):
     agent.send({"id": 1, "index": 1})
     assert redis.zrange("fusink:streams", 0, -1) == ["{agent-1:orders}"]

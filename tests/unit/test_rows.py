@@ -1,5 +1,6 @@
 """Row keys, compact JSON and index checks."""
 
+import msgpack
 import pytest
 
 from app import ingest, rows
@@ -17,6 +18,21 @@ def test_composite_key_is_a_compact_json_array():
 
 def test_encode_keeps_integers_beyond_64_bits():
     assert rows.encode({"n": 2**70}) == b'{"n":1180591620717411303424}'
+
+
+@pytest.mark.parametrize(
+    "column, strings",
+    [
+        ([1, rows.MAX_INDEX, 2**70], [b"1", b"9223372036854775807", b"1180591620717411303424"]),
+        (["é", "0012"], ["é".encode(), b"0012"]),
+        ([7, "", "x"], [b"7", b"", b"x"]),
+        ([], []),
+    ],
+)
+def test_packed_columns_are_one_array_of_strings(column, strings):
+    values = [b'{"id":1}'] * len(column)
+    packed = rows.Columns(column, column, values).packed()
+    assert msgpack.unpackb(packed, raw=True) == strings + strings + values
 
 
 @pytest.mark.parametrize("value", [0, 1, rows.MAX_INDEX])
