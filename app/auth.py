@@ -64,7 +64,8 @@ def _principal(credential: Credential) -> Principal:
 
 def _presented_credentials() -> list[tuple[str, bytes]]:
     presented = []
-    environ = request.environ  # the headers as the server gave them, without a lookup per name
+    # The headers as the server gave them, without a lookup per name.
+    environ = request._get_current_object().environ
     api_key = environ.get("HTTP_X_API_KEY")
     if api_key:
         presented.append(("key", api_key.encode()))
@@ -97,10 +98,11 @@ def require(*scopes: str):
     def decorate(view):
         @functools.wraps(view)
         def wrapper(*args, **kwargs):
-            principal = current_app.extensions["fusink"].authenticator.authenticate()
+            state = current_app._get_current_object().extensions["fusink"]
+            principal = state.authenticator.authenticate()
             if not principal.scopes & wanted:
                 raise ApiError(403, f"{principal.name} lacks scope {' or '.join(scopes)}.")
-            g.principal = principal
+            g._get_current_object().principal = principal
             return view(*args, **kwargs)
 
         wrapper.required_scopes = scopes

@@ -1,9 +1,11 @@
 """The request class: malformed JSON is named, MAX_CONTENT_LENGTH holds for chunked
-bodies, and a body the worker has read in full is taken as it is."""
+bodies (and is read without Flask's proxy), and a body the worker has read in full is
+taken as it is."""
 
-from flask import Request
+from flask import Request, current_app
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.utils import cached_property
+from werkzeug.wrappers import Request as WerkzeugRequest
 from werkzeug.wsgi import LimitedStream
 
 from .errors import ApiError
@@ -37,6 +39,21 @@ class FusinkRequest(Request):
         if body is not None:
             # Where get_data() keeps what it read: no stream to wrap and read again.
             self._cached_data = body
+
+    @property
+    def max_content_length(self) -> int | None:
+        # Flask's own reads current_app through its proxy up to three times (about a
+        # microsecond each), and a request with a body asks for the limit twice.
+        if self._max_content_length is not None:
+            return self._max_content_length
+        try:
+            return current_app._get_current_object().config["MAX_CONTENT_LENGTH"]
+        except RuntimeError:  # no app context: Werkzeug's default
+            return WerkzeugRequest.max_content_length
+
+    @max_content_length.setter
+    def max_content_length(self, value: int | None) -> None:
+        self._max_content_length = value
 
     @cached_property
     def stream(self):

@@ -106,7 +106,7 @@ def register(app: Flask) -> None:
     def start_request():
         context = g._get_current_object()  # one proxy lookup instead of one per use
         context.started = time.perf_counter()  # the access line and metrics time from here
-        given = request.environ.get("HTTP_X_REQUEST_ID", "")
+        given = request._get_current_object().environ.get("HTTP_X_REQUEST_ID", "")
         # 128 random bits from the process's generator (reseeded in a forked worker),
         # not os.urandom: an id needs to be unique, not secret, and that is a system call.
         context.request_id = given if REQUEST_ID.match(given) else f"{getrandbits(128):032x}"
@@ -122,8 +122,9 @@ def register(app: Flask) -> None:
             return response
         started = context.get("started", time.perf_counter())
         principal = context.get("principal")
-        environ = request.environ
-        method, path, status = environ["REQUEST_METHOD"], request.path, response.status_code
+        current = request._get_current_object()
+        method, path = current.environ["REQUEST_METHOD"], current.path
+        status = response.status_code
         fields = {
             "request_id": request_id,
             "method": method,

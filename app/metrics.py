@@ -178,9 +178,9 @@ def register(app: Flask) -> None:
 
     @app.after_request
     def count_response(response):
-        operation = operation_of(request.endpoint)
+        operation = operation_of(request._get_current_object().endpoint)
         add(responses[operation, str(response.status_code)])
-        started = g.get("started")  # set by logs.py when the request began
+        started = g._get_current_object().get("started")  # set by logs.py when the request began
         if started is not None:
             observe(durations[(operation,)], time.perf_counter() - started)
         return response

@@ -30,7 +30,7 @@ def ingest_batch():
     keeps the row-key fields of its first batch: a batch keyed otherwise is 409.
     """
     state, context = get_state(), g._get_current_object()
-    batch = state.batch_schema.load(request.get_json())
+    batch = state.batch_schema.load(request._get_current_object().get_json())
     context.principal.check_agent(batch["agent_id"])
     log_fields = context.log_fields = {
         "agent_id": batch["agent_id"],
@@ -67,7 +67,7 @@ def get_sync_status():
     fuagent resumes after `index`; 404 means the stream has no checkpoint yet.
     """
     query = load_query(status_query)
-    g.principal.check_agent(query["agent_id"])
+    g._get_current_object().principal.check_agent(query["agent_id"])
     store = get_store()
     index, snapshot_state = store.get_checkpoint(query["agent_id"], query["task_id"])
     if snapshot_state == "pruning":

@@ -4,8 +4,9 @@ import io
 import json
 
 import pytest
+from flask import request
 
-from app.bodies import WHOLE_BODY
+from app.bodies import WHOLE_BODY, FusinkRequest
 from tests.conftest import batch, redis_state
 
 GOOD = {"id": 1, "index": 1}
@@ -206,3 +207,12 @@ def test_unknown_top_level_fields_are_ignored(agent, redis):
 def test_unknown_route_and_method_answer_json(client):
     assert client.get("/nope").get_json()["code"] == 404
     assert client.get("/ingest-batch").get_json()["code"] == 405
+
+
+def test_a_request_limit_set_in_a_view_wins_over_the_app_limit(app):
+    with app.test_request_context("/ingest-batch", method="POST", data=b"{}"):
+        assert request.max_content_length == app.config["MAX_CONTENT_LENGTH"] > 0
+        request.max_content_length = 5
+        assert request.max_content_length == 5
+    # Outside an app, Werkzeug's default: no limit of its own.
+    assert FusinkRequest.from_values("/").max_content_length is None
