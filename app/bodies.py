@@ -42,8 +42,8 @@ class FusinkRequest(Request):
 
     @property
     def max_content_length(self) -> int | None:
-        # Flask's own reads current_app through its proxy up to three times (about a
-        # microsecond each), and a request with a body asks for the limit twice.
+        # Flask's own goes through the current_app proxy twice (a truth test, then
+        # `config`; about a microsecond each), and a request with a body asks twice.
         if self._max_content_length is not None:
             return self._max_content_length
         try:
