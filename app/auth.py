@@ -9,10 +9,11 @@ import hmac
 import logging
 from dataclasses import dataclass
 
-from flask import Flask, current_app, g, request
+from flask import Flask, g, request
 
 from .config import SCOPES, Credential, Settings
 from .errors import ApiError
+from .state import get_state
 
 log = logging.getLogger("fusink.auth")
 
@@ -98,8 +99,7 @@ def require(*scopes: str):
     def decorate(view):
         @functools.wraps(view)
         def wrapper(*args, **kwargs):
-            state = current_app._get_current_object().extensions["fusink"]
-            principal = state.authenticator.authenticate()
+            principal = get_state().authenticator.authenticate()
             if not principal.scopes & wanted:
                 raise ApiError(403, f"{principal.name} lacks scope {' or '.join(scopes)}.")
             g._get_current_object().principal = principal

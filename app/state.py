@@ -5,14 +5,17 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from flask import current_app
 
 from . import connection
-from .auth import Authenticator
 from .config import Settings
 from .schemas import BatchSchema
 from .store import Store
+
+if TYPE_CHECKING:  # auth.py reads the state through get_state
+    from .auth import Authenticator
 
 
 @dataclass
