@@ -3,6 +3,7 @@ and a batch's columns packed for the ingest script."""
 
 import functools
 import json
+import re
 from collections.abc import Callable, Sequence
 from fnmatch import fnmatchcase
 from random import getrandbits
@@ -15,6 +16,11 @@ from .config import RowKeyRule
 
 MAX_INDEX = 2**63 - 1
 MAX_CACHED_STREAMS = 10_000  # streams whose row-key fields a process remembers
+# A row's JSON that ends with its top-level "index" member, as fuagent's events do
+# (ingest_batch.lua writes no row meta for such a row). Only a top-level member can
+# end the JSON this way: inside a string, every quote is escaped.
+TRAILING_INDEX = re.compile(r'[{,]"index":([0-9]+)\}\Z')
+TRAILING_INDEX_CHARS = 30  # the longest such ending: ,"index": then 19 digits and }
 
 
 class Columns(NamedTuple):
@@ -113,6 +119,15 @@ def row_key(event: dict, fields: tuple[str, ...]) -> str:
         value = event[fields[0]]
         return value if isinstance(value, str) else str(value)
     return encode([event[name] for name in fields]).decode()
+
+
+def stored_index(row: str, meta: str | None) -> str:
+    """A stored row's index: the one its JSON ends with, else its row meta's ('' when
+    its event had none). Row meta may be stale for a row whose JSON ends with one."""
+    found = TRAILING_INDEX.search(row, max(0, len(row) - TRAILING_INDEX_CHARS))
+    if found:
+        return found.group(1)
+    return (meta or "").partition(":")[0]
 
 
 def is_valid_index(value) -> bool:

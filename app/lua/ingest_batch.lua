@@ -2,6 +2,10 @@
 -- checkpoint = max(stored, batch max). The checkpoint is written last, so a script
 -- stopped part-way (OOM) never leaves it ahead of the rows it covers.
 -- KEYS[1] checkpoint hash   KEYS[2] rows hash   KEYS[3] row-meta hash ("index" or "index:generation")
+-- A row's index is the one its JSON ends with (`,"index":N}`, as fuagent's events do), else
+-- its row meta's: row meta is written only for rows whose JSON does not end with their
+-- index, and for every row written while a snapshot runs or prunes (with its generation).
+-- Row meta left from an earlier write of a row whose JSON now ends with its index is stale.
 -- KEYS[4] the prune lease: passed like every key of the stream, not used here
 -- KEYS[5] the change feed (a Redis Stream)
 -- ARGV[1] now_ms   ARGV[2] batch max index ('' if none)   ARGV[3] event count
@@ -140,7 +144,7 @@ if ARGV[6] ~= '0' then
     -- snapshot began at is a pre-snapshot image (the floor is the only tombstone).
     snapshot_state = 'pruning'
     redis.call('HSET', KEYS[1], 'snapshot_state', 'pruning', 'prune_generation', generation,
-      'prune_cursor', '0', 'prune_deleted', '0')
+      'prune_rows_cursor', '0', 'prune_deleted', '0')
     local started = state[5] or ''
     if started ~= '' and (floor == '' or not at_least(floor, started)) then
       redis.call('HSET', KEYS[1], 'prune_floor', started)
@@ -155,23 +159,51 @@ end
 -- and above the prune floor applies every event: nothing stored is newer, and no
 -- event is older than one before it in the batch. It is written without reading a
 -- stored index, which saves Redis a fifth of its work per event. Any other batch
--- reads every stored index with one HMGET and compares them one by one.
+-- reads every stored row with HMGET and compares their indexes one by one.
+-- Locals, not globals, in the loops: a global is a table lookup each time.
+local find, sub, match = string.find, string.sub, string.match
+
+-- The index the stored row of each event's key has ('' if its event had none), or
+-- false where there is no such row.
 local function stored_indexes()
-  if count <= CHUNK then
-    return redis.call('HMGET', KEYS[3], unpack(cols, K + 1, K + count))
-  end
   local stored = {}
   for first = 1, count, CHUNK do
     local last = math.min(first + CHUNK - 1, count)
-    local metas = redis.call('HMGET', KEYS[3], unpack(cols, K + first, K + last))
-    for i = first, last do stored[i] = metas[i - first + 1] end
+    local found = redis.call('HMGET', KEYS[2], unpack(cols, K + first, K + last))
+    local asked, at = {}, {}  -- keys whose row's JSON does not end with its index
+    for i = first, last do
+      local row = found[i - first + 1]
+      local index = row and match(row, '[{,]"index":(%d+)}$', -30)
+      if index then
+        stored[i] = index
+      elseif row then
+        asked[#asked + 1] = cols[K + i]
+        at[#asked] = i
+      else
+        stored[i] = false
+      end
+    end
+    if #asked > 0 then
+      local metas = redis.call('HMGET', KEYS[3], unpack(asked))
+      for j = 1, #asked do
+        local meta = metas[j] or ''
+        local colon = find(meta, ':', 1, true)
+        stored[at[j]] = colon and sub(meta, 1, colon - 1) or meta
+      end
+    end
   end
   return stored
 end
 
+-- Whether a row written at `index` needs row meta: while a snapshot runs or prunes
+-- (its generation), or when its JSON does not end with its index.
+local function needs_meta(row, index, gen_suffix)
+  return gen_suffix or not find(row, ',"index":' .. index .. '}', #row - #index - 9, true)
+end
+
 local written, skipped = 0, 0
 if count > 0 then
-  local rows, metas, n = {}, {}, 0  -- n: values in rows and in metas
+  local rows, metas, n, m = {}, {}, 0, 0  -- n, m: values in rows, in metas
   -- Only writes made while a snapshot runs or prunes record its generation; a bare
   -- index means "written before the current snapshot began". This spares Redis a
   -- new string per row outside snapshots (about a sixth of the script's time).
@@ -179,19 +211,20 @@ if count > 0 then
   if snapshot_state == 'running' or snapshot_state == 'pruning' then
     gen_suffix = ':' .. generation
   end
-  -- Locals, not globals, in the loops: a global is a table lookup each time.
-  local find, sub = string.find, string.sub
   if in_order_from ~= '' and (rows_index == '' or not at_least(rows_index, in_order_from))
       and (floor == '' or not at_least(floor, in_order_from)) then
     for i = 1, count do
-      local key, index = cols[K + i], cols[I + i]
+      local key, index, row = cols[K + i], cols[I + i], cols[J + i]
       -- Each write is of an index no stored row has: the feed takes it as a new row.
       if feed then note_write(i, key, false) end
       rows[n + 1] = key
-      rows[n + 2] = cols[J + i]
-      metas[n + 1] = key
-      metas[n + 2] = gen_suffix and index .. gen_suffix or index
+      rows[n + 2] = row
       n = n + 2
+      if needs_meta(row, index, gen_suffix) then
+        metas[m + 1] = key
+        metas[m + 2] = gen_suffix and index .. gen_suffix or index
+        m = m + 2
+      end
     end
     written = count
   else
@@ -199,15 +232,7 @@ if count > 0 then
     for i = 1, count do
       local key, index = cols[K + i], cols[I + i]
       local current = latest[key]
-      if current == nil then
-        local meta = stored[i]
-        if meta then
-          local colon = find(meta, ':', 1, true)
-          current = colon and sub(meta, 1, colon - 1) or meta
-        else
-          current = false
-        end
-      end
+      if current == nil then current = stored[i] end
       local apply
       if index == '' then
         apply = true
@@ -222,11 +247,15 @@ if count > 0 then
       if apply then
         if feed then note_write(i, key, current) end
         latest[key] = index
+        local row = cols[J + i]
         rows[n + 1] = key
-        rows[n + 2] = cols[J + i]
-        metas[n + 1] = key
-        metas[n + 2] = gen_suffix and index .. gen_suffix or index
+        rows[n + 2] = row
         n = n + 2
+        if needs_meta(row, index, gen_suffix) then
+          metas[m + 1] = key
+          metas[m + 2] = gen_suffix and index .. gen_suffix or index
+          m = m + 2
+        end
         written = written + 1
       else
         skipped = skipped + 1
@@ -235,9 +264,10 @@ if count > 0 then
   end
   if feed and #unsure > 0 then drop_repeats() end
   for first = 1, n, CHUNK do
-    local last = math.min(first + CHUNK - 1, n)
-    redis.call('HSET', KEYS[2], unpack(rows, first, last))
-    redis.call('HSET', KEYS[3], unpack(metas, first, last))
+    redis.call('HSET', KEYS[2], unpack(rows, first, math.min(first + CHUNK - 1, n)))
+  end
+  for first = 1, m, CHUNK do
+    redis.call('HSET', KEYS[3], unpack(metas, first, math.min(first + CHUNK - 1, m)))
   end
   if feed then append_changes() end
 end

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .. import keys
+from .. import keys, rows
 from .base import StoreBase, unavailable_as_503
 
 MAX_STREAMS_EXAMINED = 10_000  # per page of list_streams, for keys limited to agents
@@ -93,8 +93,8 @@ class StreamReads(StoreBase):
         with unavailable_as_503():
             replies = pipe.execute()
         streams = []
-        for tag, fields, rows in zip(tags, replies[::2], replies[1::2], strict=True):
-            streams.append({**fields, "rows": rows, "tag": tag} if fields else None)
+        for tag, fields, row_count in zip(tags, replies[::2], replies[1::2], strict=True):
+            streams.append({**fields, "rows": row_count, "tag": tag} if fields else None)
         return streams
 
     def list_rows(
@@ -134,7 +134,7 @@ class StreamReads(StoreBase):
             meta_key = keys.row_meta_key(self.prefix, tag)
             metas = self.client.hmget(meta_key, [k for k, _ in page]) if page else []
         listed = [
-            (key, (meta or "").partition(":")[0], row)
+            (key, rows.stored_index(row, meta), row)
             for (key, row), meta in zip(page, metas, strict=True)
         ]
         return listed, next_page

@@ -6,7 +6,10 @@ import threading
 
 import pytest
 
+from app.rows import stored_index
+
 ROWS = "fusink:{agent-1:orders}:rows"
+ROW_META = "fusink:{agent-1:orders}:rowmeta"
 CHECKPOINT = "fusink:{agent-1:orders}:checkpoint"
 MAX_INDEX = 2**63 - 1
 
@@ -19,6 +22,12 @@ def stored_row(redis, key):
 def stored_rows(redis) -> dict:
     """Every stored row, parsed, by row key."""
     return {key: json.loads(row) for key, row in redis.hgetall(ROWS).items()}
+
+
+def stored_indexes(redis) -> dict:
+    """Every stored row's index as fusink reads it (its JSON's, else its row meta's)."""
+    metas = redis.hgetall(ROW_META)
+    return {key: stored_index(row, metas.get(key)) for key, row in redis.hgetall(ROWS).items()}
 
 
 def test_batch_upserts_rows_and_sets_checkpoint(agent, redis):
@@ -130,8 +139,9 @@ def test_out_of_order_batches_converge(make_agent, redis):
 
 def test_rows_follow_the_ordered_upsert_through_replays_and_checkpoint_resets(app, agent, redis):
     """Batches in index order (written without reading the stored indexes), shuffled
-    replays, events without an index and checkpoint resets leave the rows, indexes
-    and answers that the ordered upsert defines, event by event."""
+    replays, events without an index or with it before their other fields (row meta
+    then holds it) and checkpoint resets leave the rows, indexes and answers that the
+    ordered upsert defines, event by event."""
     rng = random.Random(5)
     store = app.extensions["fusink"].get_store()
     model, batches, top, checkpoint = {}, [], 0, None  # model: row key -> (index, event)
@@ -150,7 +160,10 @@ def test_rows_follow_the_ordered_upsert_through_replays_and_checkpoint_resets(ap
             events = []
             for _ in range(rng.randint(1, 6)):
                 top += rng.randint(0, 2)
-                events.append({"id": rng.randint(1, 12), "v": rng.random(), "index": top})
+                if rng.random() < 0.3:
+                    events.append({"index": top, "id": rng.randint(1, 12), "v": rng.random()})
+                else:
+                    events.append({"id": rng.randint(1, 12), "v": rng.random(), "index": top})
             if rng.random() < 0.1:
                 events.append({"id": rng.randint(1, 12), "v": "no index"})
         written = 0
@@ -168,7 +181,7 @@ def test_rows_follow_the_ordered_upsert_through_replays_and_checkpoint_resets(ap
             checkpoint = max(indexes)
         assert answer["checkpoint"] == checkpoint
     assert stored_rows(redis) == {key: event for key, (_, event) in model.items()}
-    assert redis.hgetall("fusink:{agent-1:orders}:rowmeta") == {
+    assert stored_indexes(redis) == {
         key: "" if index is None else str(index) for key, (index, _) in model.items()
     }
 
@@ -268,9 +281,44 @@ def test_row_keys_and_indexes_reach_redis_digit_for_digit(agent, redis, ids):
     events = [{"id": row_id, "index": MAX_INDEX - 2 + n} for n, row_id in enumerate(ids)]
     agent.send(*events)
     assert stored_rows(redis) == {str(event["id"]): event for event in events}
-    assert redis.hgetall("fusink:{agent-1:orders}:rowmeta") == {
-        str(event["id"]): str(event["index"]) for event in events
-    }
+    assert stored_indexes(redis) == {str(event["id"]): str(event["index"]) for event in events}
+
+
+def test_rows_whose_json_ends_with_their_index_get_no_row_meta(agent, redis):
+    agent.send({"id": 1, "v": "a", "index": 5}, {"id": 2, "v": {"index": 1}, "index": 6})
+    agent.send({"id": 1, "v": "b", "index": 4}, {"id": 2, "v": "b", "index": 7})  # read back
+    assert redis.hgetall(ROW_META) == {}
+    assert stored_row(redis, "1")["v"] == "a"  # 4 is older than the stored 5
+    assert stored_indexes(redis) == {"1": "5", "2": "7"}
+
+
+def test_row_meta_keeps_the_index_of_a_row_whose_json_does_not_end_with_it(agent, redis):
+    agent.send({"index": 5, "id": 1, "v": "a"}, {"id": 2, "v": "a", "index": 6, "w": 0})
+    assert redis.hgetall(ROW_META) == {"1": "5", "2": "6"}
+    answer = agent.send({"id": 1, "v": "old", "index": 4}, {"id": 2, "v": "old", "index": 5})
+    assert (answer["rows_written"], answer["rows_skipped"]) == (0, 2)
+    agent.send({"id": 1, "v": "new", "index": 9})  # its JSON ends with its index now
+    assert redis.hget(ROW_META, "1") == "5"  # stale, and not read: the JSON's 9 counts
+    answer = agent.send({"id": 1, "v": "old", "index": 7})
+    assert answer["rows_skipped"] == 1
+    assert stored_row(redis, "1")["v"] == "new"
+    assert stored_indexes(redis) == {"1": "9", "2": "6"}
+
+
+@pytest.mark.parametrize(
+    "last",
+    [
+        {"v": {"index": 99}},  # a nested object's index ends the JSON
+        {"v": [1, {"index": 99}]},
+        {'"index': 99},  # a field named with a quote: ,"\"index":99}
+        {"v": ',"index":99}'},  # a string
+    ],
+)
+def test_what_only_looks_like_a_trailing_index_is_not_taken_for_one(agent, redis, last):
+    agent.send({"id": 1, "index": 5, **last}, {"id": 2, "index": 100})
+    assert stored_indexes(redis) == {"1": "5", "2": "100"}
+    # Below the stream's highest index, so the stored index is read: 5, not 99.
+    assert agent.send({"id": 1, "index": 50, "v": "newer than 5"})["rows_written"] == 1
 
 
 def test_stream_is_listed_in_the_global_index(agent, redis):

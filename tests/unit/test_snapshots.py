@@ -55,16 +55,44 @@ def test_snapshot_end_deletes_rows_the_snapshot_did_not_send(agent, redis):
     assert state["snapshot_rows_pruned"] == "2"
     assert state["snapshot_rows_seen"] == "4"
     assert state["prune_floor"] == "5"  # the checkpoint when the snapshot began
-    assert not {"prune_generation", "prune_cursor", "prune_deleted"} & state.keys()
+    assert not {"prune_generation", "prune_rows_cursor", "prune_deleted"} & state.keys()
     assert not redis.exists(LOCK)
 
 
 def test_rows_record_the_generation_only_while_a_snapshot_runs(agent, redis):
-    agent.send({"id": 1, "index": 5})
-    assert redis.hget(ROW_META, "1") == "5"
+    agent.send({"id": 1, "index": 5}, {"index": 5, "id": 4})
+    assert redis.hgetall(ROW_META) == {"4": "5"}  # 1's JSON ends with its index
     agent.send({"id": 2, "index": 6}, snapshot_sync_suggested=True)
     agent.send({"id": 3, "index": 7})
     assert (redis.hget(ROW_META, "2"), redis.hget(ROW_META, "3")) == ("6:1", "7:1")
+
+
+def test_prune_deletes_rows_without_row_meta_and_with_an_older_generation(agent, redis):
+    agent.send({"id": 1, "index": 1}, {"index": 2, "id": 2}, {"id": 3, "index": 3})
+    agent.send({"id": 1, "index": 4}, snapshot_sync_suggested=True)  # generation 1
+    agent.send({"id": 3, "index": 5})
+    agent.send(is_snapshot_end=True)
+    assert redis.hgetall(ROWS).keys() == {"1", "3"}
+    agent.send({"id": 1, "index": 6})  # after the snapshot: its row meta is stale
+    assert redis.hget(ROW_META, "1") == "4:1"
+    agent.send({"id": 3, "index": 7}, snapshot_sync_suggested=True)  # generation 2
+    agent.send(is_snapshot_end=True)
+    assert redis.hgetall(ROWS).keys() == {"3"}
+    assert redis.hgetall(ROW_META) == {"3": "7:2"}
+    assert redis.hget(CHECKPOINT, "snapshot_rows_pruned") == "1"
+
+
+def test_a_prune_an_earlier_version_began_starts_over_on_the_rows(agent, app, redis):
+    start_snapshot(agent, *range(1, 30))
+    agent.send(*rows(1, index=110))
+    store = end_without_pruning(app)
+    # As an earlier version left it: part-way through the row-meta hash.
+    redis.hdel(CHECKPOINT, "prune_rows_cursor")
+    redis.hset(CHECKPOINT, "prune_cursor", "7")
+    while step(store)[0] == "more":
+        pass
+    assert sorted(redis.hkeys(ROWS)) == ["1"]
+    assert not {"prune_cursor", "prune_rows_cursor"} & redis.hgetall(CHECKPOINT).keys()
 
 
 def test_snapshot_needed_is_answered_once(agent):
