@@ -118,8 +118,7 @@ def run(opts) -> dict:
     steps = []
     for entry in client.slowlog_get(100_000):
         words = entry["command"].decode(errors="replace").split()
-        # prune_step.lua is the only script called with 4 keys.
-        if words[0].lower() == "evalsha" and words[2] == "4":
+        if words[0].lower() == "evalsha" and words[1] == store.prune_step.sha:
             steps.append(entry["duration"])
     stats = client.info("commandstats").get("cmdstat_evalsha", {})
     steps.sort()
