@@ -66,6 +66,7 @@ class Settings:
     spec_file: str | None = None
     metrics_token: str | None = None  # None: /metrics is public
     change_feed_maxlen: int = 0  # 0: no change feed
+    row_meta_every_row: bool = False  # as earlier versions: for a rolling upgrade from one
     ui_stale_after_s: float = 300.0  # /ui/ highlights streams not updated for longer
 
     @classmethod
@@ -307,5 +308,6 @@ _COERCERS: dict[str, Callable[[str], object]] = {
     "spec_file": str,
     "metrics_token": _metrics_token,
     "change_feed_maxlen": _whole_number,
+    "row_meta_every_row": _flag,
     "ui_stale_after_s": _positive_float,
 }

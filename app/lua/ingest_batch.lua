@@ -19,6 +19,8 @@
 --   cols[J + i]); one argument unpacked here costs the app less than 3 * count arguments
 -- ARGV[11] CHANGE_FEED_MAXLEN ('0': no feed)
 -- ARGV[12] the row-key fields of the batch's keys, a compact JSON list
+-- ARGV[13] ROW_META_EVERY_ROW (1: row meta for every row written, as earlier versions
+--   wrote it, which they need to read while they still serve batches)
 -- Returns {checkpoint ('' if none), snapshot_needed (0/1), rows written, rows skipped,
 --   snapshot state after the batch ('pruning': prune_step.lua has work to do),
 --   snapshot ended (1: this batch's end marker ended a running snapshot)},
@@ -196,9 +198,11 @@ local function stored_indexes()
 end
 
 -- Whether a row written at `index` needs row meta: while a snapshot runs or prunes
--- (its generation), or when its JSON does not end with its index.
+-- (its generation), when its JSON does not end with its index, or with ARGV[13].
+local every_row = ARGV[13] == '1'
 local function needs_meta(row, index, gen_suffix)
-  return gen_suffix or not find(row, ',"index":' .. index .. '}', #row - #index - 9, true)
+  return gen_suffix or every_row
+    or not find(row, ',"index":' .. index .. '}', #row - #index - 9, true)
 end
 
 local written, skipped = 0, 0

@@ -57,6 +57,7 @@ class StoreBase:
         self.snapshot_on_suggest = "1" if settings.snapshot_on_suggest else "0"
         self.snapshot_end = "2" if settings.snapshot_prune else "1"
         self.change_feed_maxlen = str(settings.change_feed_maxlen)  # '0': no feed
+        self.row_meta_every_row = "1" if settings.row_meta_every_row else "0"
         self._listed_at: dict[str, int] = {}  # stream tag -> when this process listed it
         self.wait_replicas = settings.wait_replicas
         self.wait_timeout_ms = settings.wait_timeout_ms

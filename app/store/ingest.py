@@ -91,6 +91,7 @@ class IngestStore(StoreBase):
             columns.packed(),
             self.change_feed_maxlen,
             orjson.dumps(key_fields).decode(),
+            self.row_meta_every_row,
         ]
         with unavailable_as_503(), metrics.time_script("ingest_batch"):
             self._check_memory(stream_keys[0])

@@ -305,6 +305,13 @@ def test_row_meta_keeps_the_index_of_a_row_whose_json_does_not_end_with_it(agent
     assert stored_indexes(redis) == {"1": "9", "2": "6"}
 
 
+def test_row_meta_every_row_writes_it_as_earlier_versions_did(make_agent, redis):
+    agent = make_agent(row_meta_every_row=True)
+    agent.send({"id": 1, "index": 5}, {"index": 6, "id": 2})
+    agent.send({"id": 1, "index": 7}, {"id": 2, "index": 4})  # 4 is skipped
+    assert redis.hgetall(ROW_META) == {"1": "7", "2": "6"}
+
+
 @pytest.mark.parametrize(
     "last",
     [
