@@ -48,6 +48,7 @@ local feed_maxlen = ARGV[11]
 local feed = feed_maxlen ~= '0' and {} or false  -- event positions of the writes to append
 local fed_at = {}  -- row key -> event position of its last write in this batch
 local unsure = {}  -- positions whose write may repeat the stored row: compared before HSET
+local stored_rows = {}  -- position -> the stored row of its key, read by stored_indexes()
 
 local function note_write(i, key, stored_index)
   local last = fed_at[key]
@@ -65,16 +66,11 @@ local function note_write(i, key, stored_index)
   end
 end
 
+-- Only the path that read the stored rows (stored_indexes) leaves positions unsure.
 local function drop_repeats()
   local repeats = {}
-  for first = 1, #unsure, CHUNK do
-    local last = math.min(first + CHUNK - 1, #unsure)
-    local row_keys = {}
-    for j = first, last do row_keys[#row_keys + 1] = cols[K + unsure[j]] end
-    local rows = redis.call('HMGET', KEYS[2], unpack(row_keys))
-    for j = first, last do
-      if rows[j - first + 1] == cols[J + unsure[j]] then repeats[unsure[j]] = true end
-    end
+  for _, i in ipairs(unsure) do
+    if stored_rows[i] == cols[J + i] then repeats[i] = true end
   end
   local kept = {}
   for _, i in ipairs(feed) do
@@ -175,6 +171,7 @@ local function stored_indexes()
     local asked, at = {}, {}  -- keys whose row's JSON does not end with its index
     for i = first, last do
       local row = found[i - first + 1]
+      stored_rows[i] = row
       local index = row and match(row, '[{,]"index":(%d+)}$', -30)
       if index then
         stored[i] = index
